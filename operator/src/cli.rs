@@ -1,0 +1,156 @@
+//! The command line (kubectl-like): parsing, global flags, and dispatch to the commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::spec::commands as spec_cmd;
+
+/// dockop: run containers on a plain Docker host the way Kubernetes runs them — declared, reconciled,
+/// health-gated, rolled back.
+#[derive(Debug, Parser)]
+#[command(name = "dockop", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Docker engine address (unix:///var/run/docker.sock, tcp://HOST:PORT). Default: $DOCKER_HOST, else
+    /// the local socket.
+    #[arg(long, global = true, env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+    /// Where status and history live. Default: /var/lib/dockop as root, else $XDG_STATE_HOME/dockop.
+    #[arg(long, global = true, env = "DOCKOP_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format for `status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table.
+    Text,
+    /// JSON, as served on `/status`.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check files against the schema and the semantic rules; exit 0 valid, 1 invalid.
+    Validate {
+        /// Files or directories (*.yaml, *.yml).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of the Container resource, or a Kubernetes CRD with --crd.
+    Schema {
+        /// Print a CustomResourceDefinition instead.
+        #[arg(long)]
+        crd: bool,
+    },
+    /// Dry run: what a reconcile would do, per object; exit 0 nothing to do, 2 changes pending, 1 error.
+    Plan(SourceArgs),
+    /// One reconcile pass until every object is converged, failed or rolled back; exit 0 converged, 1
+    /// otherwise.
+    Apply(SourceArgs),
+    /// Run the operator: watch the source, Docker events and a resync timer; serve HTTP.
+    Run(RunArgs),
+    /// Conditions, digests, app version, last change and last error of each object.
+    Status {
+        /// One object only.
+        name: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Go back to the previous digest and hold it until the spec or the registry digest changes.
+    Rollback {
+        /// Object name.
+        name: String,
+        /// Desired-state files, to know the rest of the spec (default: what the last apply recorded).
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+    },
+    /// Read a password from stdin (no echo on a terminal) and print a yescrypt hash for `passwordHash`.
+    HashPassword,
+}
+
+/// Where desired state comes from, for one-shot commands.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Desired-state files or directories.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Flags of `dockop run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Desired-state files or directories to watch.
+    #[arg(short = 'f', long = "filename", conflicts_with = "git")]
+    pub files: Vec<PathBuf>,
+    /// Follow a git repository instead of files.
+    #[arg(long)]
+    pub git: Option<String>,
+    /// Branch to follow.
+    #[arg(long, default_value = "main", requires = "git")]
+    pub branch: String,
+    /// Directory inside the repository holding the desired-state files.
+    #[arg(long, default_value = ".", requires = "git")]
+    pub path: String,
+    /// Address the HTTP server listens on.
+    #[arg(long, default_value = "127.0.0.1:9400")]
+    pub listen: String,
+    /// Seconds between full resyncs (jittered).
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
+    /// Remove containers whose object disappeared from the source (never their volumes).
+    #[arg(long)]
+    pub prune: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::telemetry::init_logging(cli.global.log_format, cli.global.verbose);
+    match cli.command {
+        Command::Validate { paths } => spec_cmd::validate(&paths),
+        Command::Schema { crd } => spec_cmd::schema(crd),
+        Command::HashPassword => spec_cmd::hash_password(),
+        other => match tokio_runtime() {
+            Ok(rt) => rt.block_on(crate::commands::run(cli.global, other)),
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,13 @@
+//! dockop: a Kubernetes-style operator for plain Docker hosts. Desired state in YAML, a reconcile loop
+//! against the Docker engine, health-gated updates with preflight and automatic rollback.
+
+pub mod cli;
+pub mod commands;
+pub mod engine;
+pub mod execute;
+pub mod health;
+pub mod observe;
+pub mod plan;
+pub mod spec;
+pub mod status;
+pub mod telemetry;

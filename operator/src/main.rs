@@ -1,0 +1,5 @@
+//! The `dockop` binary: parses the command line and hands over to [`dockop::cli`].
+
+fn main() -> std::process::ExitCode {
+    dockop::cli::main()
+}

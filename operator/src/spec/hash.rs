@@ -1,0 +1,1 @@
+//! Spec hash (being written).

@@ -1,0 +1,3 @@
+//! Password hashes: yescrypt hashing for `hash-password` and crypt(3) hash syntax checks.
+//!
+//! STUB: being written.

@@ -1,0 +1,450 @@
+//! The `Container` resource (`apiVersion: dockop.dev/v1alpha1`): the Rust types are the source of truth
+//! for the YAML users write, the JSON Schema in `crds/` and the spec hash that drives recreation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The only API version this build understands.
+pub const API_VERSION: &str = "dockop.dev/v1alpha1";
+/// The only kind this build understands.
+pub const KIND: &str = "Container";
+
+/// A container on a plain Docker host, declared like a Kubernetes resource and reconciled by dockop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "Container")]
+pub struct Container {
+    /// API group and version of the resource. Always `dockop.dev/v1alpha1`.
+    pub api_version: ApiVersion,
+    /// Kind of the resource. Always `Container`.
+    pub kind: Kind,
+    /// Name and labels of the object.
+    pub metadata: Metadata,
+    /// The desired state of the container.
+    pub spec: ContainerSpec,
+    /// Accepted for compatibility with Kubernetes tooling and ignored: dockop never reads status from
+    /// files; it writes status to its state directory (`dockop status`).
+    #[serde(default, skip_serializing)]
+    pub status: Option<serde_json::Value>,
+}
+
+/// API group and version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ApiVersion {
+    /// The first, alpha version of the `dockop.dev` API.
+    #[serde(rename = "dockop.dev/v1alpha1")]
+    V1Alpha1,
+}
+
+/// Resource kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Kind {
+    /// A single managed Docker container.
+    Container,
+}
+
+/// Object metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    /// Name of the object and of the Docker container: a DNS label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most
+    /// 63 characters). Must be unique across every file dockop reads.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    pub name: String,
+    /// Labels copied onto the container and the named volumes dockop creates for it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form notes for people and tools; not copied anywhere.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The desired state of one container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Image reference to run, e.g. `127.0.0.1:5000/opencode:1.18.34`. Without `digest`, dockop follows
+    /// this tag: it checks the registry every `update.checkIntervalSeconds` and updates when the tag moves.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Pin the image to this manifest digest (`sha256:` + 64 hex digits). The tag in `image` is then for
+    /// display only and the registry is never asked where it points.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Replaces the image's command (`CMD`). Exec form: the program and its arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's entrypoint (`ENTRYPOINT`). Exec form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment variables set in the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Container ports published on the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<Port>,
+    /// Named volumes and bind mounts. Named volumes are created when missing and never removed by dockop.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    /// Linux accounts dockop keeps inside the container (created, password set, locked), re-applied after
+    /// every recreate and rollback.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<User>,
+    /// What happens to an account dockop created earlier once it is removed from `users`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub users_prune: UsersPrune,
+    /// HTTP health check that gates every change. Without it, a change succeeds once the container has
+    /// been running for a few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// How and when the image is updated.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub update: Update,
+    /// Run an init process as PID 1 (Docker's `--init`), which forwards signals and reaps zombies. Many
+    /// apps ignore SIGTERM as PID 1, which turns every stop into a full `stopTimeoutSeconds` wait.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub init: bool,
+    /// Seconds Docker waits after SIGTERM before it kills the container.
+    #[serde(default = "default_stop_timeout", skip_serializing_if = "is_default_stop_timeout")]
+    #[schemars(range(max = 3600))]
+    pub stop_timeout_seconds: u32,
+    /// Docker restart policy.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub restart: RestartPolicy,
+    /// User (name or UID[:GID]) the container's process runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+}
+
+/// An environment variable: a literal `value` or a value read from a file (`valueFrom.file`), which keeps
+/// secrets out of the spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvVar {
+    /// Variable name.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Literal value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Where to read the value from instead of `value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvSource>,
+}
+
+/// Source of an environment variable's value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnvSource {
+    /// Absolute path of a file on the host whose content (without a trailing newline) is the value. Read at
+    /// every reconcile, so rotating the file recreates the container.
+    pub file: String,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Port {
+    /// Port the app listens on inside the container.
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: u16,
+    /// Port on the host. Defaults to `containerPort`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub host_port: Option<u16>,
+    /// Host address to bind. Defaults to `127.0.0.1`: publishing on every interface (`0.0.0.0`) must be
+    /// asked for.
+    #[serde(default = "default_host_ip", skip_serializing_if = "is_default_host_ip")]
+    pub host_ip: String,
+    /// Transport protocol.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+/// A volume: exactly one of `name` (a named Docker volume) or `hostPath` (a bind mount).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Volume {
+    /// Named Docker volume. Created when missing (labelled `dockop.dev/name`), kept across updates and
+    /// rollbacks, and never removed by dockop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Absolute path on the host to bind-mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// Absolute path inside the container.
+    pub mount_path: String,
+    /// Mount read-only.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only: bool,
+}
+
+/// A Linux account inside the container. Passwords are given as crypt(3) hashes only (`$y$` yescrypt or
+/// `$6$` SHA-512), inline (`passwordHash`) or in a file (`passwordFile`); `dockop hash-password` makes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct User {
+    /// Login name: `^[a-z_][a-z0-9_-]{0,31}$`.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_-]{0,31}$"))]
+    pub name: String,
+    /// crypt(3) hash of the password (`$y$...` or `$6$...`). Never a plaintext password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_hash: Option<SecretText>,
+    /// Absolute path of a host file holding the crypt(3) hash; read at every reconcile, so rotating the
+    /// file rotates the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// Lock the account (`usermod -L`): the password stops working, the account stays.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub locked: bool,
+}
+
+/// What happens to an account dockop manages once it is removed from `users`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UsersPrune {
+    /// Lock the account and keep its home directory.
+    #[default]
+    Lock,
+    /// Delete the account (`userdel`); its home directory stays.
+    Delete,
+}
+
+/// HTTP health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Health {
+    /// Path to GET. Healthy is HTTP 2xx and, when the body is JSON with a `healthy` field, that field is
+    /// true; a `version` field is reported as the app version.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Container port to probe; must be one of `ports[].containerPort`, or any port when none are published.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+    /// Seconds between probes.
+    #[serde(default = "default_interval", skip_serializing_if = "is_default_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: u32,
+    /// Seconds one probe may take.
+    #[serde(default = "default_timeout", skip_serializing_if = "is_default_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: u32,
+    /// Consecutive failed probes after which a running (already healthy) container counts as unhealthy.
+    #[serde(default = "default_failure_threshold", skip_serializing_if = "is_default_failure_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub failure_threshold: u32,
+    /// Seconds from start to the first healthy answer; past it the change has failed and is rolled back.
+    #[serde(default = "default_startup_deadline", skip_serializing_if = "is_default_startup_deadline")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub startup_deadline_seconds: u32,
+}
+
+/// Update behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Update {
+    /// `auto` follows the tag; `monitor` only reports drift; `manual` changes only on spec edits.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub policy: UpdatePolicy,
+    /// Seconds between registry checks of the followed tag (a manifest HEAD, never a pull).
+    #[serde(default = "default_check_interval", skip_serializing_if = "is_default_check_interval")]
+    #[schemars(range(min = 10, max = 604800))]
+    pub check_interval_seconds: u32,
+    /// Verify the new image in a throwaway container (no ports, no volumes) before the running one is
+    /// touched. A candidate that fails is rejected with zero downtime.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub preflight: bool,
+    /// `auto`: a change whose health gate fails is rolled back to the previous container. `never`: the
+    /// failed container is left as it is for inspection.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub rollback: RollbackPolicy,
+    /// When automatic (registry-driven) updates may happen, e.g. `Mon-Fri 02:00-04:00 UTC` or
+    /// `Sat,Sun 00:00-06:00 UTC`. Spec edits apply at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Self {
+            policy: UpdatePolicy::default(),
+            check_interval_seconds: default_check_interval(),
+            preflight: true,
+            rollback: RollbackPolicy::default(),
+            window: None,
+        }
+    }
+}
+
+/// Update policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdatePolicy {
+    /// Follow the tag: update when the registry digest moves.
+    #[default]
+    Auto,
+    /// Report drift (status, metrics), change nothing.
+    Monitor,
+    /// Change only when the spec is edited.
+    Manual,
+}
+
+/// Rollback policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackPolicy {
+    /// Roll back automatically when the health gate fails.
+    #[default]
+    Auto,
+    /// Never roll back; leave the failed container for inspection.
+    Never,
+}
+
+/// Docker restart policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart.
+    No,
+    /// Always restart.
+    Always,
+    /// Restart unless stopped by hand.
+    #[default]
+    UnlessStopped,
+    /// Restart when the process exits non-zero.
+    OnFailure,
+}
+
+impl RestartPolicy {
+    /// The name Docker uses.
+    pub fn as_docker(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+}
+
+/// A string that never appears in `Debug` output, logs or status: password hashes.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(transparent)]
+pub struct SecretText(pub String);
+
+impl SecretText {
+    /// The secret itself; call only where it is handed to the engine.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+impl From<&str> for SecretText {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+fn default_true() -> bool {
+    true
+}
+fn is_true(v: &bool) -> bool {
+    *v
+}
+/// Default `stopTimeoutSeconds`.
+pub const DEFAULT_STOP_TIMEOUT: u32 = 10;
+fn default_stop_timeout() -> u32 {
+    DEFAULT_STOP_TIMEOUT
+}
+fn is_default_stop_timeout(v: &u32) -> bool {
+    *v == DEFAULT_STOP_TIMEOUT
+}
+fn default_host_ip() -> String {
+    "127.0.0.1".to_owned()
+}
+fn is_default_host_ip(v: &str) -> bool {
+    v == "127.0.0.1"
+}
+fn default_health_path() -> String {
+    "/global/health".to_owned()
+}
+fn default_interval() -> u32 {
+    1
+}
+fn is_default_interval(v: &u32) -> bool {
+    *v == 1
+}
+fn default_timeout() -> u32 {
+    2
+}
+fn is_default_timeout(v: &u32) -> bool {
+    *v == 2
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn is_default_failure_threshold(v: &u32) -> bool {
+    *v == 3
+}
+fn default_startup_deadline() -> u32 {
+    60
+}
+fn is_default_startup_deadline(v: &u32) -> bool {
+    *v == 60
+}
+fn default_check_interval() -> u32 {
+    300
+}
+fn is_default_check_interval(v: &u32) -> bool {
+    *v == 300
+}
+
+impl Container {
+    /// The object's name (also the container name).
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+}
+
+impl Port {
+    /// The host port, defaulting to the container port.
+    pub fn effective_host_port(&self) -> u16 {
+        self.host_port.unwrap_or(self.container_port)
+    }
+}

@@ -1,0 +1,3 @@
+//! Schema (generated JSON Schema, jsonschema crate) and semantic validation.
+//!
+//! STUB: being written.

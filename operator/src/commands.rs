@@ -1,11 +1,442 @@
-//! The engine-facing commands: `plan`, `apply`, `run`, `status`, `rollback`.
+//! The engine-facing commands: `plan`, `apply`, `status`, `rollback` (and `run`, handed to the controller).
 
+use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
-use crate::cli::{Command, GlobalArgs};
+use crate::cli::{Command, GlobalArgs, OutputFormat};
+use crate::engine::docker::DockerEngine;
+use crate::execute::{Outcome, Reporter};
+use crate::plan::{Action, short};
+use crate::reconcile::{Ctx, Options, Report, reconcile};
+use crate::spec::Container;
+use crate::spec::load::{Loaded, load_paths};
+use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir, write_atomic};
+
+/// Exit code of `plan` when changes are pending.
+const EXIT_CHANGES: u8 = 2;
 
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
-    let _ = (global, command);
-    ExitCode::FAILURE
+    match command {
+        Command::Plan(src) => plan_or_apply(&global, &src.files, true).await,
+        Command::Apply(src) => plan_or_apply(&global, &src.files, false).await,
+        Command::Status { name, output } => status(&global, name.as_deref(), output),
+        Command::Rollback { name, files } => rollback(&global, &name, &files).await,
+        Command::Run(args) => crate::controller::run(global, args).await,
+        Command::Validate { .. } | Command::Schema { .. } | Command::HashPassword => {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Opens the state directory, printing a clear error.
+pub fn open_store(global: &GlobalArgs) -> Result<Store, ExitCode> {
+    let dir = global.state_dir.clone().unwrap_or_else(default_state_dir);
+    Store::open(&dir).map_err(|e| {
+        eprintln!("error: {e}\n  fix: pass --state-dir DIR (or DOCKOP_STATE_DIR) pointing to a writable directory");
+        ExitCode::FAILURE
+    })
+}
+
+/// Connects to the engine, printing a clear error.
+pub async fn connect(global: &GlobalArgs) -> Result<Arc<DockerEngine>, ExitCode> {
+    DockerEngine::connect(global.docker_host.as_deref()).await.map(Arc::new).map_err(|e| {
+        eprintln!(
+            "error: {e}\n  fix: start the Docker engine, or point --docker-host / DOCKER_HOST at it (e.g. unix:///var/run/docker.sock)"
+        );
+        ExitCode::FAILURE
+    })
+}
+
+/// Loads and validates desired state; prints diagnostics; `None` when invalid (nothing is touched then).
+pub fn load_valid(files: &[PathBuf]) -> Option<Loaded> {
+    let loaded = load_paths(files);
+    for d in &loaded.diagnostics {
+        eprintln!("{d}");
+    }
+    if !loaded.is_valid() {
+        let n = loaded.errors().count();
+        eprintln!("error: {n} problem(s) in the desired state; nothing was changed");
+        return None;
+    }
+    Some(loaded)
+}
+
+/// Prints progress lines to stderr; draws a pull progress bar on a terminal.
+#[derive(Debug)]
+pub struct TermReporter {
+    bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    tty: bool,
+}
+
+impl TermReporter {
+    /// A reporter for this process's stderr.
+    pub fn new() -> Self {
+        Self {
+            bars: Mutex::default(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Default for TermReporter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reporter for TermReporter {
+    fn line(&self, name: &str, text: &str) {
+        if let Ok(mut bars) = self.bars.lock() {
+            if let Some(bar) = bars.remove(name) {
+                bar.finish_and_clear();
+            }
+        }
+        eprintln!("{name}: {text}");
+        tracing::debug!(object = name, "{text}");
+    }
+
+    fn pull_progress(&self, name: &str, done: u64, total: u64) {
+        if !self.tty {
+            return;
+        }
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        let bar = bars.entry(name.to_owned()).or_insert_with(|| {
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix}: pulling [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+            let b = indicatif::ProgressBar::new(total).with_style(style.progress_chars("=> "));
+            b.set_prefix(name.to_owned());
+            b
+        });
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+}
+
+fn describe_outcome(r: &Report) -> String {
+    match &r.outcome {
+        None => String::new(),
+        Some(Outcome::Converged) => "unchanged".into(),
+        Some(Outcome::Changed { action }) => format!("{action}d in {:.1} s", r.seconds)
+            .replace("ed in", "d in")
+            .replace("dd in", "d in"),
+        Some(Outcome::RolledBack { phase, reason }) => {
+            format!("ROLLED BACK ({}: {reason})", phase.as_str())
+        }
+        Some(Outcome::Rejected { reason }) => format!("REJECTED by preflight ({reason})"),
+        Some(Outcome::Failed { phase, reason }) => format!("FAILED ({}: {reason})", phase.as_str()),
+        Some(Outcome::Blocked { reason, message }) => format!("{reason}: {message}"),
+    }
+}
+
+async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) -> ExitCode {
+    let Some(loaded) = load_valid(files) else {
+        return ExitCode::FAILURE;
+    };
+    let store = match open_store(global) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let engine = match connect(global).await {
+        Ok(e) => e,
+        Err(c) => return c,
+    };
+    let ctx = Ctx {
+        engine: engine.clone(),
+        store: store.clone(),
+        reporter: Arc::new(TermReporter::new()),
+    };
+    let all = match ctx.engine.list_managed().await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = Options {
+        dry_run,
+        ..Default::default()
+    };
+    let objects: Vec<Container> = loaded.objects.iter().map(|o| o.object.clone()).collect();
+    if !dry_run {
+        for o in &objects {
+            save_last_applied(&store, o);
+        }
+    }
+    // Objects are independent: reconcile them concurrently, a few at a time.
+    let results: Vec<_> = {
+        use futures_util::StreamExt;
+        futures_util::stream::iter(
+            objects
+                .iter()
+                .map(|o| reconcile(&ctx, o, Some(&all), &opts)),
+        )
+        .buffered(4)
+        .collect()
+        .await
+    };
+    let mut ok = true;
+    let mut changes = false;
+    for (o, r) in objects.iter().zip(results) {
+        match r {
+            Err(e) => {
+                ok = false;
+                println!("{}: error: {e}", o.metadata.name);
+            }
+            Ok(report) if dry_run => {
+                changes |= report.plan.changes();
+                print_plan(&report);
+            }
+            Ok(report) => {
+                ok &= report.converged();
+                println!("{}: {}", report.name, describe_outcome(&report));
+            }
+        }
+    }
+    match (dry_run, ok, changes) {
+        (_, false, _) => ExitCode::FAILURE,
+        (true, true, true) => ExitCode::from(EXIT_CHANGES),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn print_plan(r: &Report) {
+    let p = &r.plan;
+    let head = match &p.action {
+        Action::Nothing => "no changes".to_owned(),
+        Action::Create => "will create".to_owned(),
+        Action::Start => "will start".to_owned(),
+        Action::Update => {
+            "will update (stop-first, health-gated, rolled back on failure)".to_owned()
+        }
+        Action::Resume => "will resume an interrupted update".to_owned(),
+        Action::Restore => "will restore the previous container".to_owned(),
+        Action::Blocked { reason, message } => format!("blocked ({reason}): {message}"),
+    };
+    println!("{}: {head}", p.name);
+    if let (Some(cur), Some(t)) = (&p.current_digest, &p.target_digest) {
+        if cur != t {
+            println!("  ~ digest: {} -> {}", short(cur), short(t));
+        }
+    } else if let Some(t) = &p.target_digest {
+        println!("  + digest: {}", short(t));
+    }
+    for n in &p.notes {
+        println!("  # {n}");
+    }
+    if p.changes() {
+        for (i, s) in p.steps.iter().enumerate() {
+            println!("  {}. {s}", i + 1);
+        }
+    }
+}
+
+/// Remembers the last applied object so `dockop rollback NAME` works without `-f` (mode 0600: the spec may
+/// hold password hashes).
+fn save_last_applied(store: &Store, o: &Container) {
+    let path = store
+        .dir()
+        .join("objects")
+        .join(format!("{}.spec.json.last", o.metadata.name));
+    if let Ok(bytes) = serde_json::to_vec(o) {
+        if write_atomic(&path, &bytes).is_ok() {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            }
+        }
+    }
+}
+
+fn load_last_applied(store: &Store, name: &str) -> Option<Container> {
+    let path = store
+        .dir()
+        .join("objects")
+        .join(format!("{name}.spec.json.last"));
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> ExitCode {
+    let store = match open_store(global) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let all: Vec<ObjectStatus> = store
+        .list()
+        .into_iter()
+        .filter(|s| name.is_none_or(|n| s.name == n))
+        .collect();
+    if let Some(n) = name {
+        if all.is_empty() {
+            eprintln!(
+                "error: no status for {n:?}; fix: `dockop apply -f FILE` or `dockop run` creates it"
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    match output {
+        OutputFormat::Json => {
+            let v = if name.is_some() {
+                serde_json::to_string_pretty(&all[0])
+            } else {
+                serde_json::to_string_pretty(&all)
+            };
+            println!("{}", v.unwrap_or_default());
+        }
+        OutputFormat::Text => print_status_table(&all),
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_status_table(all: &[ObjectStatus]) {
+    println!(
+        "{:<24} {:<6} {:<18} {:<20} {:<12} {}",
+        "NAME", "READY", "CONDITION", "DIGEST", "VERSION", "LAST CHANGE"
+    );
+    for s in all {
+        let ready = if s.is_ready() { "True" } else { "False" };
+        let cond = match s.condition(ConditionType::Degraded) {
+            Some(c) if c.status => format!("Degraded/{}", c.reason),
+            _ if s
+                .condition(ConditionType::Progressing)
+                .is_some_and(|c| c.status) =>
+            {
+                "Progressing".into()
+            }
+            _ => "Available".into(),
+        };
+        let last = s
+            .last_change
+            .as_ref()
+            .map(|c| {
+                format!(
+                    "{} {} {}",
+                    c.action,
+                    c.result,
+                    c.at.format("%Y-%m-%d %H:%M:%S")
+                )
+            })
+            .unwrap_or_default();
+        println!(
+            "{:<24} {:<6} {:<18} {:<20} {:<12} {}",
+            s.name,
+            ready,
+            cond,
+            s.current_digest.as_deref().map(short).unwrap_or_default(),
+            s.app_version.as_deref().unwrap_or("-"),
+            last
+        );
+        if let Some(c) = s.condition(ConditionType::Degraded).filter(|c| c.status) {
+            println!("  {}: {}", c.reason, c.message);
+        }
+    }
+}
+
+async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCode {
+    let store = match open_store(global) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let obj = if files.is_empty() {
+        match load_last_applied(&store, name) {
+            Some(o) => o,
+            None => {
+                eprintln!(
+                    "error: no recorded spec for {name:?}; fix: pass -f FILE with its desired state"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let Some(loaded) = load_valid(files) else {
+            return ExitCode::FAILURE;
+        };
+        match loaded
+            .objects
+            .into_iter()
+            .find(|o| o.object.metadata.name == name)
+        {
+            Some(o) => o.object,
+            None => {
+                eprintln!("error: no object named {name:?} in the given files");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let mut status = store.load(name);
+    let Some(previous) = status.previous_digest.clone() else {
+        eprintln!(
+            "error: {name} has no previous digest to go back to (no successful update recorded yet)"
+        );
+        return ExitCode::FAILURE;
+    };
+    let desired = match crate::desired::DesiredContainer::build(&obj) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = match connect(global).await {
+        Ok(e) => e,
+        Err(c) => return c,
+    };
+    let registry_digest = if obj.spec.digest.is_some() {
+        obj.spec.digest.clone()
+    } else {
+        let creds = crate::engine::auth::credentials_for(desired.tag_reference())
+            .ok()
+            .flatten();
+        match crate::engine::Engine::registry_digest(
+            engine.as_ref(),
+            desired.tag_reference(),
+            creds.as_ref(),
+        )
+        .await
+        {
+            Ok(d) => Some(d),
+            Err(_) => status.registry_digest.clone(),
+        }
+    };
+    status.hold = Some(Hold {
+        digest: previous.clone(),
+        spec_hash: desired.spec_hash.clone(),
+        registry_digest,
+    });
+    // A rollback target is by definition one the user wants: forget that it ever failed.
+    status.failed.retain(|f| f.digest != previous);
+    if let Err(e) = store.save(&status) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!(
+        "{name}: rolling back to {} (held until the spec or the registry digest changes)",
+        short(&previous)
+    );
+    let ctx = Ctx {
+        engine,
+        store,
+        reporter: Arc::new(TermReporter::new()),
+    };
+    match reconcile(&ctx, &obj, None, &Options::default()).await {
+        Ok(r) => {
+            println!("{}: {}", r.name, describe_outcome(&r));
+            if r.converged() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,773 @@
-//! execute (being written).
+//! The executor: walks a [`Plan`] step by step through the [`Engine`] — the only code that changes
+//! anything on the engine — with the health gate, preflight and automatic rollback.
+//!
+//! Failure handling follows the update sequence of the guide: a failure before the running container is
+//! stopped (pull, preflight) touches nothing; a failure after it (create, start, users, health gate) removes
+//! the new container and restores `<name>-previous` — the same container, same ID — and records the target
+//! (digest + spec hash) as failed when the app itself said no (health, exit), so it is not retried until the
+//! spec or the registry digest changes.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::desired::DesiredContainer;
+use crate::engine::{ContainerInfo, Engine, EngineError, RunState, auth};
+use crate::health::{ProbeResult, probe};
+use crate::observe::{Observed, PREVIOUS_SUFFIX};
+use crate::plan::{Action, Plan, Step, short};
+use crate::spec::{Health, RollbackPolicy};
+use crate::status::{Change, ConditionType, ObjectStatus};
+use crate::telemetry::{Metrics, metrics};
+use crate::users;
+
+/// Seconds a container without a health check must keep running to count as started.
+const NO_HEALTH_SETTLE: Duration = Duration::from_secs(2);
+/// Poll period while the app is not listening yet.
+const STARTUP_POLL: Duration = Duration::from_millis(200);
+
+/// The phase of an update that failed (error messages and `rollbacks_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Registry credentials.
+    Credentials,
+    /// Pull.
+    Pull,
+    /// Preflight.
+    Preflight,
+    /// Stopping the running container.
+    Stop,
+    /// Creating the new container.
+    Create,
+    /// Starting.
+    Start,
+    /// Users inside the container.
+    Users,
+    /// Health gate.
+    Health,
+    /// Cleaning up.
+    Cleanup,
+    /// Restoring the previous container.
+    Restore,
+}
+
+impl Phase {
+    /// Label / reason text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Credentials => "credentials",
+            Phase::Pull => "pull",
+            Phase::Preflight => "preflight",
+            Phase::Stop => "stop",
+            Phase::Create => "create",
+            Phase::Start => "start",
+            Phase::Users => "users",
+            Phase::Health => "health",
+            Phase::Cleanup => "cleanup",
+            Phase::Restore => "restore",
+        }
+    }
+}
+
+/// How a plan's execution ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing needed doing.
+    Converged,
+    /// A change was made and passed the health gate.
+    Changed {
+        /// What was done.
+        action: String,
+    },
+    /// The change failed and the previous container serves again.
+    RolledBack {
+        /// Phase that failed.
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
+    /// The candidate failed preflight; nothing was touched.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// The plan could not be carried out (and could not be rolled back, or there was nothing to roll back to).
+    Failed {
+        /// Phase that failed.
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
+    /// Drift not acted on.
+    Blocked {
+        /// Reason code.
+        reason: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Outcome {
+    /// True when the object ends converged (or deliberately blocked without error).
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Converged | Outcome::Changed { .. })
+    }
+    /// Metric label for `reconcile_total{result}`.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            Outcome::Converged => "converged",
+            Outcome::Changed { .. } => "changed",
+            Outcome::RolledBack { .. } => "rolled_back",
+            Outcome::Rejected { .. } => "rejected_preflight",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Blocked { .. } => "blocked",
+        }
+    }
+}
+
+/// Receives progress lines meant for a person (the `apply` terminal output).
+pub trait Reporter: Send + Sync {
+    /// A line about object `name`.
+    fn line(&self, name: &str, text: &str);
+    /// Pull progress: bytes done and total of the layers seen so far.
+    fn pull_progress(&self, name: &str, done: u64, total: u64) {
+        let _ = (name, done, total);
+    }
+}
+
+/// A reporter that only logs.
+#[derive(Debug, Default)]
+pub struct LogReporter;
+
+impl Reporter for LogReporter {
+    fn line(&self, name: &str, text: &str) {
+        tracing::info!(object = name, "{text}");
+    }
+}
+
+/// Why a gate or preflight said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Verdict {
+    /// The app's own verdict (health answer, exit): the target is remembered as failed.
+    app: bool,
+    message: String,
+}
+
+/// Executes `plan` for `desired`; updates `status` (conditions, history, failed targets) in place.
+pub struct Executor<'a> {
+    engine: &'a dyn Engine,
+    desired: &'a DesiredContainer,
+    observed: &'a Observed,
+    status: &'a mut ObjectStatus,
+    reporter: &'a dyn Reporter,
+    /// The container under test (new, or the unproven active one when resuming).
+    candidate: Option<String>,
+    /// The container kept for rollback.
+    previous: Option<String>,
+    /// The active container stopped by this run and not yet renamed.
+    stopped_active: Option<String>,
+    version: Option<String>,
+}
+
+impl std::fmt::Debug for Executor<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("object", &self.desired.name)
+            .field("candidate", &self.candidate)
+            .finish_non_exhaustive()
+    }
+}
+
+type StepResult = Result<(), (Phase, String, bool)>;
+
+fn engine_err(phase: Phase) -> impl Fn(EngineError) -> (Phase, String, bool) {
+    move |e| (phase, e.to_string(), false)
+}
+
+impl<'a> Executor<'a> {
+    /// An executor for one object.
+    pub fn new(
+        engine: &'a dyn Engine,
+        desired: &'a DesiredContainer,
+        observed: &'a Observed,
+        status: &'a mut ObjectStatus,
+        reporter: &'a dyn Reporter,
+    ) -> Self {
+        Self {
+            engine,
+            desired,
+            observed,
+            status,
+            reporter,
+            candidate: None,
+            previous: None,
+            stopped_active: None,
+            version: None,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.desired.name
+    }
+
+    fn say(&self, text: &str) {
+        self.reporter.line(&self.desired.name, text);
+    }
+
+    /// Runs the plan.
+    #[tracing::instrument(skip_all, fields(object = %self.desired.name))]
+    pub async fn run(mut self, plan: &Plan) -> Outcome {
+        let started = Instant::now();
+        self.previous = self.observed.previous.as_ref().map(|c| c.id.clone());
+        if matches!(plan.action, Action::Resume | Action::Start) {
+            self.candidate = self.observed.active.as_ref().map(|c| c.id.clone());
+        }
+        let m = metrics();
+        for kind in &plan.drift {
+            Metrics::inc(&m.drift_detected_total, self.name(), "kind", kind.as_str());
+        }
+        if let Action::Blocked { reason, message } = &plan.action {
+            self.cleanup_leftovers(plan).await;
+            return Outcome::Blocked {
+                reason: reason.clone(),
+                message: message.clone(),
+            };
+        }
+        if plan.changes() {
+            let what = match &plan.action {
+                Action::Create => "creating".to_owned(),
+                Action::Start => "starting".to_owned(),
+                Action::Update => format!("updating ({})", plan.notes.join("; ")),
+                Action::Resume => "resuming an interrupted update".to_owned(),
+                Action::Restore => "restoring the previous container".to_owned(),
+                _ => String::new(),
+            };
+            self.say(&what);
+            self.status.set_condition(
+                ConditionType::Progressing,
+                true,
+                "Reconciling",
+                &what,
+                Utc::now(),
+            );
+        }
+        let mut result: StepResult = Ok(());
+        for (n, step) in plan.steps.iter().enumerate() {
+            tracing::debug!(step = %step, "step");
+            result = self.step(step).await;
+            crate::fault::after_step(n + 1, step);
+            if result.is_err() {
+                break;
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let outcome = match result {
+            Ok(()) if plan.changes() => {
+                let action = action_word(&plan.action);
+                if matches!(plan.action, Action::Update | Action::Resume) {
+                    Metrics::inc(&m.updates_total, self.name(), "result", "succeeded");
+                }
+                self.record(plan, action, "succeeded", plan.notes.join("; "), elapsed);
+                Outcome::Changed {
+                    action: action.to_owned(),
+                }
+            }
+            Ok(()) => Outcome::Converged,
+            Err((Phase::Preflight, reason, _)) => {
+                let target = plan.target_digest.clone().unwrap_or_default();
+                self.status
+                    .record_failed(&target, &self.desired.spec_hash, &reason, Utc::now());
+                Metrics::inc(
+                    &m.updates_total,
+                    self.name(),
+                    "result",
+                    "rejected_preflight",
+                );
+                self.record(
+                    plan,
+                    "update",
+                    "rejected_preflight",
+                    reason.clone(),
+                    elapsed,
+                );
+                self.say(&format!(
+                    "preflight rejected {}: {reason}; the running container was not touched",
+                    short(&target)
+                ));
+                Outcome::Rejected { reason }
+            }
+            Err((phase, reason, app_verdict)) => {
+                self.fail(plan, phase, reason, app_verdict, elapsed).await
+            }
+        };
+        self.status
+            .set_condition(ConditionType::Progressing, false, "Idle", "", Utc::now());
+        outcome
+    }
+
+    fn record(&mut self, plan: &Plan, action: &str, result: &str, message: String, seconds: f64) {
+        self.status.record_change(Change {
+            at: Utc::now(),
+            action: action.to_owned(),
+            from_digest: plan.current_digest.clone(),
+            to_digest: plan.target_digest.clone(),
+            result: result.to_owned(),
+            message,
+            seconds: (seconds * 1000.0).round() / 1000.0,
+        });
+        if result == "succeeded" && matches!(plan.action, Action::Update | Action::Resume) {
+            if plan.current_digest.is_some() && plan.current_digest != plan.target_digest {
+                self.status.previous_digest = plan.current_digest.clone();
+            }
+        }
+    }
+
+    async fn cleanup_leftovers(&mut self, plan: &Plan) {
+        for step in &plan.steps {
+            if let Step::RemoveLeftover { .. } | Step::RemovePrevious { .. } = step {
+                let _ = self.step(step).await;
+            }
+        }
+    }
+
+    async fn fail(
+        &mut self,
+        plan: &Plan,
+        phase: Phase,
+        reason: String,
+        app_verdict: bool,
+        elapsed: f64,
+    ) -> Outcome {
+        let m = metrics();
+        let target = plan.target_digest.clone().unwrap_or_default();
+        if app_verdict {
+            self.status
+                .record_failed(&target, &self.desired.spec_hash, &reason, Utc::now());
+        }
+        let touched = self.candidate.is_some()
+            || self.stopped_active.is_some()
+            || (self.previous.is_some() && self.observed.active.is_none());
+        let can_roll_back = self.previous.is_some() || self.stopped_active.is_some();
+        if !touched
+            || !can_roll_back
+            || !matches!(
+                plan.action,
+                Action::Update | Action::Resume | Action::Restore
+            )
+        {
+            if matches!(plan.action, Action::Update | Action::Resume) {
+                Metrics::inc(&m.updates_total, self.name(), "result", "failed");
+            }
+            self.record(
+                plan,
+                action_word(&plan.action),
+                "failed",
+                format!("{}: {reason}", phase.as_str()),
+                elapsed,
+            );
+            self.say(&format!("{} failed: {reason}", phase.as_str()));
+            return Outcome::Failed { phase, reason };
+        }
+        if self.desired.spec.update.rollback == RollbackPolicy::Never {
+            Metrics::inc(&m.updates_total, self.name(), "result", "failed");
+            let msg = format!(
+                "{}: {reason}; rollback is off (update.rollback: never), the failed container is left for inspection",
+                phase.as_str()
+            );
+            self.record(plan, "update", "failed", msg.clone(), elapsed);
+            self.say(&msg);
+            return Outcome::Failed { phase, reason: msg };
+        }
+        self.say(&format!(
+            "{} failed: {reason}; rolling back",
+            phase.as_str()
+        ));
+        match self.roll_back().await {
+            Ok(()) => {
+                Metrics::inc(&m.updates_total, self.name(), "result", "rolled_back");
+                Metrics::inc(&m.rollbacks_total, self.name(), "reason", phase.as_str());
+                self.record(
+                    plan,
+                    "update",
+                    "rolled_back",
+                    format!("{}: {reason}", phase.as_str()),
+                    elapsed,
+                );
+                self.say("rolled back: the previous container serves again");
+                Outcome::RolledBack { phase, reason }
+            }
+            Err(e) => {
+                Metrics::inc(&m.updates_total, self.name(), "result", "failed");
+                let msg = format!("{}: {reason}; rollback failed too: {e}", phase.as_str());
+                self.record(plan, "update", "failed", msg.clone(), elapsed);
+                Outcome::Failed {
+                    phase: Phase::Restore,
+                    reason: msg,
+                }
+            }
+        }
+    }
+
+    /// Removes the candidate and brings the previous container back under the object's name.
+    async fn roll_back(&mut self) -> Result<(), String> {
+        if let Some(id) = self.candidate.take() {
+            self.engine
+                .remove(&id, false)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let id = match (self.previous.take(), self.stopped_active.take()) {
+            (Some(prev), _) => {
+                self.engine
+                    .rename(&prev, self.name())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                prev
+            }
+            (None, Some(active)) => active,
+            (None, None) => return Err("nothing to roll back to".into()),
+        };
+        self.engine.start(&id).await.map_err(|e| e.to_string())?;
+        if let Err((_, e, _)) = self.apply_users(&id).await {
+            tracing::warn!(object = %self.desired.name, error = %e, "users after rollback");
+        }
+        match self.gate(&id).await {
+            Ok(()) => Ok(()),
+            Err(v) => {
+                tracing::warn!(object = %self.desired.name, "restored container is not healthy: {}", v.message);
+                Ok(())
+            }
+        }
+    }
+
+    async fn step(&mut self, step: &Step) -> StepResult {
+        let e = self.engine;
+        match step {
+            Step::RemoveLeftover { id, container } => {
+                if let Err(err) = e.remove(id, true).await {
+                    tracing::warn!(container = %container, error = %err, "cannot remove leftover");
+                }
+                Ok(())
+            }
+            Step::EnsureVolumes => {
+                for (v, labels) in self.desired.volumes() {
+                    e.ensure_volume(&v, &labels)
+                        .await
+                        .map_err(engine_err(Phase::Create))?;
+                }
+                Ok(())
+            }
+            Step::Pull { reference } => self.pull(reference).await,
+            Step::Preflight { digest } => self.preflight(digest).await,
+            Step::StopActive { id } => {
+                self.say("stopping the running container");
+                e.stop(id, self.desired.spec.stop_timeout_seconds)
+                    .await
+                    .map_err(engine_err(Phase::Stop))?;
+                self.stopped_active = Some(id.clone());
+                Ok(())
+            }
+            Step::RenameToPrevious { id } => {
+                let new = format!("{}{PREVIOUS_SUFFIX}", self.name());
+                e.rename(id, &new).await.map_err(engine_err(Phase::Stop))?;
+                self.stopped_active = None;
+                self.previous = Some(id.clone());
+                Ok(())
+            }
+            Step::RemoveActive { id } => e
+                .remove(id, false)
+                .await
+                .map_err(engine_err(Phase::Cleanup)),
+            Step::Create { digest } => {
+                let generation = self.status.generation + 1;
+                let req = self.desired.request(digest, generation);
+                let id = e.create(&req).await.map_err(engine_err(Phase::Create))?;
+                self.status.generation = generation;
+                self.candidate = Some(id);
+                Ok(())
+            }
+            Step::Start => {
+                let id = self.target_id()?;
+                e.start(&id).await.map_err(engine_err(Phase::Start))
+            }
+            Step::ApplyUsers => {
+                let id = self.target_id()?;
+                self.apply_users(&id).await
+            }
+            Step::HealthGate => {
+                let id = self.target_id()?;
+                self.gate(&id)
+                    .await
+                    .map_err(|v| (Phase::Health, v.message, v.app))
+            }
+            Step::RemovePrevious { id } => {
+                e.remove(id, false)
+                    .await
+                    .map_err(engine_err(Phase::Cleanup))?;
+                if self.previous.as_deref() == Some(id.as_str()) {
+                    self.previous = None;
+                }
+                Ok(())
+            }
+            Step::RestorePrevious { id } => {
+                e.rename(id, self.name())
+                    .await
+                    .map_err(engine_err(Phase::Restore))?;
+                e.start(id).await.map_err(engine_err(Phase::Restore))?;
+                self.previous = None;
+                self.candidate = Some(id.clone());
+                Ok(())
+            }
+        }
+    }
+
+    fn target_id(&self) -> Result<String, (Phase, String, bool)> {
+        self.candidate
+            .clone()
+            .or_else(|| self.observed.active.as_ref().map(|c| c.id.clone()))
+            .ok_or((Phase::Start, "no container to act on".to_owned(), false))
+    }
+
+    async fn apply_users(&mut self, id: &str) -> StepResult {
+        if self.desired.spec.users.is_empty() && !users::may_have_managed(self.status) {
+            return Ok(());
+        }
+        match users::apply(self.engine, id, self.desired, self.status).await {
+            Ok(report) => {
+                if report.changed {
+                    Metrics::inc(
+                        &metrics().drift_detected_total,
+                        self.name(),
+                        "kind",
+                        "users",
+                    );
+                    self.say(&format!("users: {}", report.summary));
+                }
+                if let Some(err) = report.error {
+                    return Err((Phase::Users, err, false));
+                }
+                Ok(())
+            }
+            Err(e) => Err((Phase::Users, e.to_string(), false)),
+        }
+    }
+
+    async fn pull(&mut self, reference: &str) -> StepResult {
+        if self
+            .engine
+            .local_image(reference)
+            .await
+            .map_err(engine_err(Phase::Pull))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let creds = auth::credentials_for(reference)
+            .map_err(|e| (Phase::Credentials, e.to_string(), false))?;
+        self.say(&format!("pulling {reference}"));
+        let name = self.desired.name.clone();
+        let reporter = self.reporter;
+        let layers = std::sync::Mutex::new(std::collections::BTreeMap::<String, (u64, u64)>::new());
+        let sink = |p: crate::engine::PullProgress| {
+            if let (Some(cur), Some(total)) = (p.current, p.total) {
+                if let Ok(mut l) = layers.lock() {
+                    l.insert(p.layer.clone(), (cur, total));
+                    let (done, all) = l.values().fold((0, 0), |(a, b), (c, t)| (a + c, b + t));
+                    reporter.pull_progress(&name, done, all);
+                }
+            }
+        };
+        let started = Instant::now();
+        self.engine
+            .pull(reference, creds.as_ref(), &sink)
+            .await
+            .map_err(engine_err(Phase::Pull))?;
+        self.say(&format!(
+            "pulled in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+
+    async fn preflight(&mut self, digest: &str) -> StepResult {
+        let suffix = format!("{:04x}", fastrand::u16(..));
+        let req = self.desired.preflight_request(digest, &suffix);
+        self.say(&format!(
+            "preflight: trying {} in a throwaway container",
+            short(digest)
+        ));
+        let started = Instant::now();
+        let id = self
+            .engine
+            .create(&req)
+            .await
+            .map_err(engine_err(Phase::Preflight))?;
+        let verdict = match self.engine.start(&id).await {
+            Ok(()) => self.gate(&id).await,
+            Err(e) => Err(Verdict {
+                app: false,
+                message: e.to_string(),
+            }),
+        };
+        if let Err(e) = self.engine.remove(&id, true).await {
+            tracing::warn!(container = %req.name, error = %e, "cannot remove the preflight container; removed at the next reconcile");
+        }
+        match verdict {
+            Ok(()) => {
+                self.say(&format!(
+                    "preflight passed in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                ));
+                Ok(())
+            }
+            Err(v) => Err((Phase::Preflight, v.message, v.app)),
+        }
+    }
+
+    /// Probes container `id` until healthy, the startup deadline, `failureThreshold` unhealthy answers in a
+    /// row, or the container exiting.
+    async fn gate(&mut self, id: &str) -> Result<(), Verdict> {
+        let health = self.desired.spec.health.clone();
+        let deadline = Duration::from_secs(u64::from(
+            health.as_ref().map_or(60, |h| h.startup_deadline_seconds),
+        ));
+        let started = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let info = self.engine.inspect(id).await.map_err(|e| Verdict {
+                app: false,
+                message: e.to_string(),
+            })?;
+            let Some(info) = info else {
+                return Err(Verdict {
+                    app: false,
+                    message: "the container disappeared".into(),
+                });
+            };
+            if let Some(v) = self.exited(&info).await {
+                return Err(v);
+            }
+            let Some(h) = &health else {
+                if started.elapsed() >= NO_HEALTH_SETTLE {
+                    return Ok(());
+                }
+                tokio::time::sleep(STARTUP_POLL).await;
+                continue;
+            };
+            let result = probe_object(self.desired, &info, h).await;
+            let pause = match &result {
+                ProbeResult::Healthy { version } => {
+                    self.version = version.clone();
+                    self.status.app_version = version.clone();
+                    return Ok(());
+                }
+                ProbeResult::NotListening { .. } => STARTUP_POLL,
+                ProbeResult::Unhealthy { .. } | ProbeResult::Timeout => {
+                    failures += 1;
+                    Metrics::inc_name(&metrics().health_probe_failures_total, self.name());
+                    if failures >= h.failure_threshold {
+                        return Err(Verdict {
+                            app: true,
+                            message: format!(
+                                "{} unhealthy answers in a row on {}: {}",
+                                failures,
+                                h.path,
+                                result.describe()
+                            ),
+                        });
+                    }
+                    Duration::from_secs(u64::from(h.interval_seconds))
+                }
+            };
+            if started.elapsed() + pause > deadline {
+                let last = result.describe();
+                return Err(Verdict {
+                    app: true,
+                    message: format!(
+                        "not healthy within startupDeadlineSeconds={} (last probe: {last})",
+                        deadline.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn exited(&self, info: &ContainerInfo) -> Option<Verdict> {
+        if matches!(info.state, RunState::Running) {
+            return None;
+        }
+        if matches!(info.state, RunState::Created) {
+            return Some(Verdict {
+                app: false,
+                message: "the container was never started".into(),
+            });
+        }
+        let logs = self.engine.logs_tail(&info.id, 5).await.unwrap_or_default();
+        let logs = logs.trim();
+        let oom = if info.oom_killed {
+            " (killed: out of memory)"
+        } else {
+            ""
+        };
+        let mut message = format!("the container exited with code {}{oom}", info.exit_code);
+        if matches!(info.state, RunState::Restarting) {
+            message = format!(
+                "the container is restarting after exiting with code {}{oom}",
+                info.exit_code
+            );
+        }
+        if !logs.is_empty() {
+            message.push_str(&format!("; last log lines: {}", logs.replace('\n', " | ")));
+        }
+        Some(Verdict { app: true, message })
+    }
+}
+
+fn action_word(a: &Action) -> &'static str {
+    match a {
+        Action::Create => "create",
+        Action::Start => "start",
+        Action::Update => "update",
+        Action::Resume => "resume",
+        Action::Restore => "restore",
+        Action::Nothing | Action::Blocked { .. } => "none",
+    }
+}
+
+/// Probes the health path of container `info`: on its bridge IP and container port, else on the published
+/// port.
+pub async fn probe_object(
+    desired: &DesiredContainer,
+    info: &ContainerInfo,
+    h: &Health,
+) -> ProbeResult {
+    let timeout = Duration::from_secs(u64::from(h.timeout_seconds));
+    match &info.ip_address {
+        Some(ip) => probe(ip, h.port, &h.path, timeout).await,
+        None => {
+            // No bridge IP (e.g. network mode host): probe the published port.
+            let published = desired
+                .spec
+                .ports
+                .iter()
+                .find(|p| p.container_port == h.port);
+            match published {
+                Some(p) => {
+                    let host = if p.host_ip == "0.0.0.0" {
+                        "127.0.0.1"
+                    } else {
+                        p.host_ip.as_str()
+                    };
+                    probe(host, p.effective_host_port(), &h.path, timeout).await
+                }
+                None => ProbeResult::NotListening {
+                    message: "the container has no IP address".into(),
+                },
+            }
+        }
+    }
+}

@@ -3,11 +3,16 @@
 
 pub mod cli;
 pub mod commands;
+pub mod controller;
+pub mod desired;
 pub mod engine;
 pub mod execute;
+pub mod fault;
 pub mod health;
 pub mod observe;
 pub mod plan;
+pub mod reconcile;
 pub mod spec;
 pub mod status;
 pub mod telemetry;
+pub mod users;

@@ -1,1 +1,887 @@
-//! plan (being written).
+//! The planner, pure: (desired, observed, memory, registry answer, clock) -> [`Plan`]. No I/O; every case
+//! is a row in the table tests below. The executor ([`crate::execute`]) walks the steps.
+//!
+//! Recovery is the same code as normal work: a plan always starts from what is observed, so a dockop killed
+//! between any two steps of an update finds `<name>-previous` without `<name>` (resume: create the new one,
+//! roll back to the previous on failure), or both (finish: health-gate the new one, then drop the previous).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::desired::DesiredContainer;
+use crate::engine::ContainerInfo;
+use crate::observe::{Observed, digest_of, spec_hash_of};
+use crate::spec::UpdatePolicy;
+use crate::spec::window::Window;
+use crate::status::ObjectStatus;
+
+/// What kind of drift was found (the `kind` label of `dockop_drift_detected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftKind {
+    /// The image digest differs from the target.
+    Digest,
+    /// The spec hash differs.
+    Spec,
+    /// No container.
+    Missing,
+    /// The container is not running.
+    Stopped,
+    /// Users inside the container differ (found by the executor).
+    Users,
+}
+
+impl DriftKind {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftKind::Digest => "digest",
+            DriftKind::Spec => "spec",
+            DriftKind::Missing => "missing",
+            DriftKind::Stopped => "stopped",
+            DriftKind::Users => "users",
+        }
+    }
+}
+
+/// One step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Remove a leftover (preflight candidate or stray) container and its anonymous volumes.
+    RemoveLeftover {
+        /// Container ID.
+        id: String,
+        /// Its name.
+        container: String,
+    },
+    /// Create missing named volumes.
+    EnsureVolumes,
+    /// Pull `repo@digest` unless present.
+    Pull {
+        /// Reference.
+        reference: String,
+    },
+    /// Run the candidate in a throwaway container and probe it; failure rejects the digest.
+    Preflight {
+        /// Digest.
+        digest: String,
+    },
+    /// Stop the active container.
+    StopActive {
+        /// Container ID.
+        id: String,
+    },
+    /// Rename the (stopped) active container to `<name>-previous`.
+    RenameToPrevious {
+        /// Container ID.
+        id: String,
+    },
+    /// Remove an active container that is not worth keeping (an unproven one when a previous exists).
+    RemoveActive {
+        /// Container ID.
+        id: String,
+    },
+    /// Create the new active container.
+    Create {
+        /// Digest.
+        digest: String,
+    },
+    /// Start the (new or existing) active container.
+    Start,
+    /// Reconcile users inside the active container.
+    ApplyUsers,
+    /// Probe until healthy or the startup deadline; on failure the change is rolled back.
+    HealthGate,
+    /// Remove `<name>-previous` after a successful change.
+    RemovePrevious {
+        /// Container ID.
+        id: String,
+    },
+    /// Rename `<name>-previous` back to `<name>` and start it.
+    RestorePrevious {
+        /// Container ID.
+        id: String,
+    },
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::RemoveLeftover { container, .. } => {
+                write!(f, "remove leftover container {container}")
+            }
+            Step::EnsureVolumes => f.write_str("ensure named volumes"),
+            Step::Pull { reference } => write!(f, "pull {reference}"),
+            Step::Preflight { digest } => write!(f, "preflight {}", short(digest)),
+            Step::StopActive { .. } => f.write_str("stop the running container"),
+            Step::RenameToPrevious { .. } => f.write_str("rename it to <name>-previous"),
+            Step::RemoveActive { .. } => f.write_str("remove the unproven active container"),
+            Step::Create { digest } => write!(f, "create the container from {}", short(digest)),
+            Step::Start => f.write_str("start it"),
+            Step::ApplyUsers => f.write_str("apply users"),
+            Step::HealthGate => f.write_str("wait until healthy (roll back on failure)"),
+            Step::RemovePrevious { .. } => f.write_str("remove <name>-previous"),
+            Step::RestorePrevious { .. } => {
+                f.write_str("restore <name>-previous as <name> and start it")
+            }
+        }
+    }
+}
+
+/// Shortens a digest for display: `sha256:3c54a1b2c3d4`.
+pub fn short(digest: &str) -> String {
+    let (alg, hex) = digest.split_once(':').unwrap_or(("", digest));
+    let cut: String = hex.chars().take(12).collect();
+    if alg.is_empty() {
+        cut
+    } else {
+        format!("{alg}:{cut}")
+    }
+}
+
+/// What the plan does, in one word and its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Converged; nothing to do (users are still checked).
+    Nothing,
+    /// No container: create it.
+    Create,
+    /// The container exists but is stopped: start it.
+    Start,
+    /// Recreate (digest or spec drift), stop-first, health-gated, rolled back on failure.
+    Update,
+    /// An update was interrupted: finish it (the new container exists) or resume it (only the previous).
+    Resume,
+    /// Put the previous container back (the target failed before).
+    Restore,
+    /// Drift found but not acted on (policy monitor, outside the window, a failed target, a foreign container).
+    Blocked {
+        /// CamelCase reason, also the Degraded/Ready condition reason.
+        reason: String,
+        /// Why, for people.
+        message: String,
+    },
+}
+
+/// A plan for one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// Object name.
+    pub name: String,
+    /// The action.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Target digest, when known.
+    pub target_digest: Option<String>,
+    /// Digest running now.
+    pub current_digest: Option<String>,
+    /// Drift found.
+    pub drift: Vec<DriftKind>,
+    /// Human notes (why).
+    pub notes: Vec<String>,
+    /// Steps, in order.
+    pub steps: Vec<Step>,
+    /// A `dockop rollback` hold is in force (false: any stored hold is released).
+    pub held: bool,
+}
+
+impl Plan {
+    /// True when the plan would change something on the engine (for `dockop plan`'s exit code). Leftover
+    /// clean-up and user checks alone are not reported as changes.
+    pub fn changes(&self) -> bool {
+        matches!(
+            self.action,
+            Action::Create | Action::Start | Action::Update | Action::Resume | Action::Restore
+        )
+    }
+}
+
+/// The registry's answer for a followed tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAnswer {
+    /// Pinned digest: the registry was not asked.
+    NotAsked,
+    /// The tag points to this digest.
+    Digest(String),
+    /// The registry could not be asked or refused.
+    Error(String),
+}
+
+/// Everything the planner looks at.
+#[derive(Debug, Clone)]
+pub struct Inputs<'a> {
+    /// Desired state.
+    pub desired: &'a DesiredContainer,
+    /// Observed state.
+    pub observed: &'a Observed,
+    /// Memory: failed targets, hold.
+    pub memory: &'a ObjectStatus,
+    /// Registry answer for the followed tag.
+    pub registry: &'a RegistryAnswer,
+    /// The clock.
+    pub now: DateTime<Utc>,
+    /// True for a spec edit or a one-shot command (windows only gate registry-driven updates).
+    pub window_applies: bool,
+}
+
+fn matches_target(c: &ContainerInfo, digest: &str, hash: &str) -> bool {
+    digest_of(c) == Some(digest) && spec_hash_of(c) == Some(hash)
+}
+
+/// Computes the plan.
+pub fn plan(i: &Inputs<'_>) -> Plan {
+    let d = i.desired;
+    let o = i.observed;
+    let hash = d.spec_hash.as_str();
+    let active = o.active.as_ref();
+    let previous = o.previous.as_ref();
+    let mut p = Plan {
+        name: d.name.clone(),
+        action: Action::Nothing,
+        target_digest: None,
+        current_digest: active.and_then(digest_of).map(str::to_owned),
+        drift: Vec::new(),
+        notes: Vec::new(),
+        steps: Vec::new(),
+        held: false,
+    };
+    for c in o.preflight.iter().chain(&o.strays) {
+        p.steps.push(Step::RemoveLeftover {
+            id: c.id.clone(),
+            container: c.name.clone(),
+        });
+    }
+    if let Some(f) = &o.foreign {
+        return blocked(
+            p,
+            "NameConflict",
+            format!(
+                "a container named {} (id {}) exists and is not managed by dockop; dockop never touches it. Rename or remove it, or choose another metadata.name",
+                f.name,
+                short(&f.id)
+            ),
+        );
+    }
+
+    // 1. The target digest.
+    let active_digest = active.and_then(digest_of).map(str::to_owned);
+    let active_spec_same = active.is_some_and(|a| spec_hash_of(a) == Some(hash));
+    let registry_digest = match i.registry {
+        RegistryAnswer::Digest(dg) => Some(dg.clone()),
+        _ => None,
+    };
+    let hold = i.memory.hold.as_ref().filter(|h| {
+        h.spec_hash == hash
+            && (matches!(i.registry, RegistryAnswer::Error(_))
+                || h.registry_digest == registry_digest.clone().or_else(|| d.spec.digest.clone()))
+    });
+    p.held = hold.is_some();
+    let mut target = if let Some(h) = hold {
+        p.notes.push(format!(
+            "held at {} by `dockop rollback` until the spec or the registry changes",
+            short(&h.digest)
+        ));
+        Some(h.digest.clone())
+    } else if let Some(pin) = &d.spec.digest {
+        Some(pin.clone())
+    } else {
+        let keep_running = match d.spec.update.policy {
+            UpdatePolicy::Auto => false,
+            UpdatePolicy::Manual => active_spec_same,
+            UpdatePolicy::Monitor => active.is_some(),
+        };
+        match (keep_running, &active_digest, &registry_digest) {
+            (true, Some(cur), reg) => {
+                if let Some(reg) = reg.as_ref().filter(|r| *r != cur) {
+                    p.drift.push(DriftKind::Digest);
+                    let policy = if d.spec.update.policy == UpdatePolicy::Monitor {
+                        "monitor"
+                    } else {
+                        "manual"
+                    };
+                    p.notes.push(format!(
+                        "registry has {} for {}; policy {policy} keeps {}",
+                        short(reg),
+                        d.tag_reference(),
+                        short(cur)
+                    ));
+                }
+                Some(cur.clone())
+            }
+            (_, _, Some(reg)) => Some(reg.clone()),
+            (_, cur, None) => {
+                let err = match i.registry {
+                    RegistryAnswer::Error(e) => e.clone(),
+                    _ => "no digest".to_owned(),
+                };
+                if cur.is_some() && active_spec_same {
+                    return blocked(
+                        p,
+                        "RegistryUnavailable",
+                        format!(
+                            "cannot resolve {}: {err}; the running container is kept",
+                            d.tag_reference()
+                        ),
+                    );
+                }
+                return blocked(
+                    p,
+                    "RegistryUnavailable",
+                    format!("cannot resolve {}: {err}", d.tag_reference()),
+                );
+            }
+        }
+    };
+
+    // 2. Update windows gate registry-driven updates only.
+    if let (Some(w), Some(t), Some(cur)) = (&d.spec.update.window, &target, &active_digest) {
+        if i.window_applies
+            && t != cur
+            && active_spec_same
+            && hold.is_none()
+            && d.spec.digest.is_none()
+        {
+            if let Ok(win) = Window::parse(w) {
+                if !win.contains(i.now) {
+                    p.drift.push(DriftKind::Digest);
+                    p.notes
+                        .push(format!("update to {} waits for the window {w}", short(t)));
+                    target = Some(cur.clone());
+                }
+            }
+        }
+    }
+    let Some(target) = target else {
+        return blocked(p, "NoTarget", "no image digest to run".into());
+    };
+    p.target_digest = Some(target.clone());
+
+    // 3. A target that failed before is not retried until the spec or the registry changes.
+    if let Some(f) = i.memory.failed_for(&target, hash) {
+        let why = format!(
+            "{} failed before ({}); not retried until the spec or the registry digest changes",
+            short(&target),
+            f.reason
+        );
+        match (active, previous) {
+            (None, Some(prev)) => {
+                p.action = Action::Restore;
+                p.notes.push(why);
+                p.steps.push(Step::RestorePrevious {
+                    id: prev.id.clone(),
+                });
+                p.steps.push(Step::ApplyUsers);
+                p.steps.push(Step::HealthGate);
+                return p;
+            }
+            (Some(a), _) if !matches_target(a, &target, hash) => {
+                // Keep what runs; make sure it runs.
+                if !a.is_running() {
+                    p.drift.push(DriftKind::Stopped);
+                    p.action = Action::Start;
+                    p.notes.push(why);
+                    p.steps
+                        .extend([Step::Start, Step::ApplyUsers, Step::HealthGate]);
+                    return p;
+                }
+                if let Some(prev) = previous {
+                    p.steps.push(Step::RemovePrevious {
+                        id: prev.id.clone(),
+                    });
+                }
+                return blocked(p, "FailedTarget", why);
+            }
+            (None, None) => return blocked(p, "FailedTarget", why),
+            // The active container is the failed target itself (no rollback possible or policy never):
+            // fall through and keep it as it is.
+            _ => p.notes.push(why),
+        }
+    }
+
+    // 4. Compare.
+    let pull = Step::Pull {
+        reference: d.pinned_reference(&target),
+    };
+    let preflight = d.spec.update.preflight;
+    match (active, previous) {
+        (Some(a), prev) if matches_target(a, &target, hash) => {
+            if a.is_running() {
+                if let Some(prev) = prev {
+                    p.action = Action::Resume;
+                    p.notes
+                        .push("an interrupted update left <name>-previous: finishing it".into());
+                    p.steps.extend([
+                        Step::ApplyUsers,
+                        Step::HealthGate,
+                        Step::RemovePrevious {
+                            id: prev.id.clone(),
+                        },
+                    ]);
+                } else if !d.spec.users.is_empty() {
+                    p.steps.push(Step::ApplyUsers);
+                }
+            } else {
+                p.drift.push(DriftKind::Stopped);
+                p.action = if prev.is_some() {
+                    Action::Resume
+                } else {
+                    Action::Start
+                };
+                p.notes.push(format!("container is {}", a.state));
+                p.steps
+                    .extend([Step::Start, Step::ApplyUsers, Step::HealthGate]);
+                if let Some(prev) = prev {
+                    p.steps.push(Step::RemovePrevious {
+                        id: prev.id.clone(),
+                    });
+                }
+            }
+        }
+        (Some(a), prev) => {
+            if digest_of(a) != Some(target.as_str()) {
+                p.drift.push(DriftKind::Digest);
+                p.notes.push(format!(
+                    "digest {} -> {}",
+                    short(digest_of(a).unwrap_or("none")),
+                    short(&target)
+                ));
+            }
+            if spec_hash_of(a) != Some(hash) {
+                p.drift.push(DriftKind::Spec);
+                p.notes.push("spec changed".into());
+            }
+            p.action = Action::Update;
+            p.steps.extend([Step::EnsureVolumes, pull]);
+            if preflight {
+                p.steps.push(Step::Preflight {
+                    digest: target.clone(),
+                });
+            }
+            match prev {
+                // Both exist and the active one is not the target: the previous one is the proven fallback.
+                Some(prev) => {
+                    p.steps.push(Step::RemoveActive { id: a.id.clone() });
+                    p.notes
+                        .push(format!("keeping {} as the fallback", prev.name));
+                }
+                None => p.steps.extend([
+                    Step::StopActive { id: a.id.clone() },
+                    Step::RenameToPrevious { id: a.id.clone() },
+                ]),
+            }
+            p.steps.extend([
+                Step::Create {
+                    digest: target.clone(),
+                },
+                Step::Start,
+                Step::ApplyUsers,
+                Step::HealthGate,
+            ]);
+            let prev_id = prev.map(|c| c.id.clone()).unwrap_or_else(|| a.id.clone());
+            p.steps.push(Step::RemovePrevious { id: prev_id });
+        }
+        (None, Some(prev)) => {
+            p.drift.push(DriftKind::Missing);
+            p.action = Action::Resume;
+            p.notes
+                .push("an interrupted update left only <name>-previous: resuming it".into());
+            p.steps.extend([Step::EnsureVolumes, pull]);
+            if preflight {
+                p.steps.push(Step::Preflight {
+                    digest: target.clone(),
+                });
+            }
+            p.steps.extend([
+                Step::Create {
+                    digest: target.clone(),
+                },
+                Step::Start,
+                Step::ApplyUsers,
+                Step::HealthGate,
+                Step::RemovePrevious {
+                    id: prev.id.clone(),
+                },
+            ]);
+        }
+        (None, None) => {
+            p.drift.push(DriftKind::Missing);
+            p.action = Action::Create;
+            p.steps.extend([
+                Step::EnsureVolumes,
+                pull,
+                Step::Create { digest: target },
+                Step::Start,
+                Step::ApplyUsers,
+                Step::HealthGate,
+            ]);
+        }
+    }
+
+    // 5. policy monitor never changes a running object.
+    if d.spec.update.policy == UpdatePolicy::Monitor && matches!(p.action, Action::Update) {
+        let why = format!(
+            "drift found ({}); policy monitor changes nothing",
+            p.notes.join("; ")
+        );
+        p.steps.clear();
+        return blocked(p, "MonitorOnly", why);
+    }
+    p
+}
+
+fn blocked(mut p: Plan, reason: &str, message: String) -> Plan {
+    p.action = Action::Blocked {
+        reason: reason.to_owned(),
+        message,
+    };
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{LABEL_DIGEST, LABEL_NAME, LABEL_ROLE, LABEL_SPEC_HASH, RunState};
+    use crate::spec::{ApiVersion, Container, ContainerSpec, Kind, Metadata};
+    use std::collections::BTreeMap;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn spec() -> Container {
+        let yaml = "image: 127.0.0.1:5000/web:v1\n";
+        let spec: ContainerSpec = serde_saphyr::from_str(yaml).expect("spec");
+        Container {
+            api_version: ApiVersion::V1Alpha1,
+            kind: Kind::Container,
+            metadata: Metadata {
+                name: "web".into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            },
+            spec,
+            status: None,
+        }
+    }
+
+    fn desired(f: impl FnOnce(&mut Container)) -> DesiredContainer {
+        let mut c = spec();
+        f(&mut c);
+        DesiredContainer::build(&c).expect("desired")
+    }
+
+    fn container(name: &str, digest: &str, hash: &str, state: RunState) -> ContainerInfo {
+        let labels = BTreeMap::from([
+            (LABEL_NAME.to_owned(), "web".to_owned()),
+            (LABEL_DIGEST.to_owned(), digest.to_owned()),
+            (LABEL_SPEC_HASH.to_owned(), hash.to_owned()),
+            (LABEL_ROLE.to_owned(), "active".to_owned()),
+        ]);
+        ContainerInfo {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels,
+            state,
+            exit_code: 0,
+            oom_killed: false,
+            started_at: None,
+            image_id: String::new(),
+            ip_address: None,
+        }
+    }
+
+    struct Case {
+        observed: Observed,
+        memory: ObjectStatus,
+        registry: RegistryAnswer,
+    }
+
+    fn run(d: &DesiredContainer, c: &Case) -> Plan {
+        plan(&Inputs {
+            desired: d,
+            observed: &c.observed,
+            memory: &c.memory,
+            registry: &c.registry,
+            now: Utc::now(),
+            window_applies: true,
+        })
+    }
+
+    fn kinds(p: &Plan) -> Vec<&'static str> {
+        p.steps
+            .iter()
+            .map(|s| match s {
+                Step::RemoveLeftover { .. } => "leftover",
+                Step::EnsureVolumes => "volumes",
+                Step::Pull { .. } => "pull",
+                Step::Preflight { .. } => "preflight",
+                Step::StopActive { .. } => "stop",
+                Step::RenameToPrevious { .. } => "rename",
+                Step::RemoveActive { .. } => "remove-active",
+                Step::Create { .. } => "create",
+                Step::Start => "start",
+                Step::ApplyUsers => "users",
+                Step::HealthGate => "gate",
+                Step::RemovePrevious { .. } => "remove-previous",
+                Step::RestorePrevious { .. } => "restore",
+            })
+            .collect()
+    }
+
+    fn case(
+        active: Option<ContainerInfo>,
+        previous: Option<ContainerInfo>,
+        registry: &str,
+    ) -> Case {
+        Case {
+            observed: Observed {
+                active,
+                previous,
+                ..Default::default()
+            },
+            memory: ObjectStatus::new("web"),
+            registry: RegistryAnswer::Digest(registry.into()),
+        }
+    }
+
+    #[test]
+    fn table() {
+        let d = desired(|_| {});
+        let h = d.spec_hash.clone();
+        let running = |dg: &str| Some(container("web", dg, &h, RunState::Running));
+        let prev = |dg: &str| Some(container("web-previous", dg, &h, RunState::Exited));
+        let rows: Vec<(&str, Case, Action, Vec<&str>)> = vec![
+            (
+                "empty host creates",
+                case(None, None, D1),
+                Action::Create,
+                vec!["volumes", "pull", "create", "start", "users", "gate"],
+            ),
+            (
+                "converged does nothing",
+                case(running(D1), None, D1),
+                Action::Nothing,
+                vec![],
+            ),
+            (
+                "registry moved updates with preflight",
+                case(running(D1), None, D2),
+                Action::Update,
+                vec![
+                    "volumes",
+                    "pull",
+                    "preflight",
+                    "stop",
+                    "rename",
+                    "create",
+                    "start",
+                    "users",
+                    "gate",
+                    "remove-previous",
+                ],
+            ),
+            (
+                "spec edit updates",
+                case(
+                    Some(container("web", D1, "oldhash", RunState::Running)),
+                    None,
+                    D1,
+                ),
+                Action::Update,
+                vec![
+                    "volumes",
+                    "pull",
+                    "preflight",
+                    "stop",
+                    "rename",
+                    "create",
+                    "start",
+                    "users",
+                    "gate",
+                    "remove-previous",
+                ],
+            ),
+            (
+                "stopped container is started",
+                case(Some(container("web", D1, &h, RunState::Exited)), None, D1),
+                Action::Start,
+                vec!["start", "users", "gate"],
+            ),
+            (
+                "crash after rename resumes",
+                case(None, prev(D1), D2),
+                Action::Resume,
+                vec![
+                    "volumes",
+                    "pull",
+                    "preflight",
+                    "create",
+                    "start",
+                    "users",
+                    "gate",
+                    "remove-previous",
+                ],
+            ),
+            (
+                "crash after create finishes",
+                case(
+                    Some(container("web", D2, &h, RunState::Created)),
+                    prev(D1),
+                    D2,
+                ),
+                Action::Resume,
+                vec!["start", "users", "gate", "remove-previous"],
+            ),
+            (
+                "crash before previous removed finishes",
+                case(running(D2), prev(D1), D2),
+                Action::Resume,
+                vec!["users", "gate", "remove-previous"],
+            ),
+        ];
+        for (what, c, action, steps) in rows {
+            let p = run(&d, &c);
+            assert_eq!(p.action, action, "{what}: {p:#?}");
+            assert_eq!(kinds(&p), steps, "{what}");
+        }
+    }
+
+    #[test]
+    fn failed_target_not_retried_and_previous_restored() {
+        let d = desired(|_| {});
+        let h = d.spec_hash.clone();
+        let mut c = case(Some(container("web", D1, &h, RunState::Running)), None, D2);
+        c.memory.record_failed(D2, &h, "HTTP 500", Utc::now());
+        let p = run(&d, &c);
+        assert!(
+            matches!(&p.action, Action::Blocked { reason, .. } if reason == "FailedTarget"),
+            "{p:?}"
+        );
+        assert!(p.steps.is_empty());
+
+        // Crash between removing the failed container and restoring the previous one.
+        let mut c = case(
+            None,
+            Some(container("web-previous", D1, &h, RunState::Exited)),
+            D2,
+        );
+        c.memory.record_failed(D2, &h, "HTTP 500", Utc::now());
+        let p = run(&d, &c);
+        assert_eq!(p.action, Action::Restore);
+        assert_eq!(kinds(&p), vec!["restore", "users", "gate"]);
+
+        // A newer digest is taken.
+        let mut c = case(
+            Some(container("web", D1, &h, RunState::Running)),
+            None,
+            "sha256:3333",
+        );
+        c.memory.record_failed(D2, &h, "HTTP 500", Utc::now());
+        assert_eq!(run(&d, &c).action, Action::Update);
+    }
+
+    #[test]
+    fn pin_wins_over_registry() {
+        let d = desired(|c| c.spec.digest = Some(D1.into()));
+        let h = d.spec_hash.clone();
+        let mut c = case(Some(container("web", D2, &h, RunState::Running)), None, D2);
+        c.registry = RegistryAnswer::NotAsked;
+        let p = run(&d, &c);
+        assert_eq!(p.action, Action::Update);
+        assert_eq!(p.target_digest.as_deref(), Some(D1));
+    }
+
+    #[test]
+    fn policies() {
+        let monitor = desired(|c| c.spec.update.policy = UpdatePolicy::Monitor);
+        let h = monitor.spec_hash.clone();
+        let p = run(
+            &monitor,
+            &case(Some(container("web", D1, &h, RunState::Running)), None, D2),
+        );
+        assert_eq!(p.action, Action::Nothing, "{p:?}");
+        assert_eq!(p.drift, vec![DriftKind::Digest]);
+
+        let manual = desired(|c| c.spec.update.policy = UpdatePolicy::Manual);
+        let h = manual.spec_hash.clone();
+        let p = run(
+            &manual,
+            &case(Some(container("web", D1, &h, RunState::Running)), None, D2),
+        );
+        assert_eq!(p.action, Action::Nothing);
+        // A spec edit under manual takes the registry's digest.
+        let p = run(
+            &manual,
+            &case(
+                Some(container("web", D1, "old", RunState::Running)),
+                None,
+                D2,
+            ),
+        );
+        assert_eq!(p.action, Action::Update);
+        assert_eq!(p.target_digest.as_deref(), Some(D2));
+    }
+
+    #[test]
+    fn registry_down_keeps_running_container() {
+        let d = desired(|_| {});
+        let h = d.spec_hash.clone();
+        let mut c = case(Some(container("web", D1, &h, RunState::Running)), None, D1);
+        c.registry = RegistryAnswer::Error("connection refused".into());
+        let p = run(&d, &c);
+        assert!(
+            matches!(&p.action, Action::Blocked { reason, .. } if reason == "RegistryUnavailable")
+        );
+        assert!(p.steps.is_empty());
+    }
+
+    #[test]
+    fn hold_pins_until_registry_moves() {
+        let d = desired(|_| {});
+        let h = d.spec_hash.clone();
+        let mut c = case(Some(container("web", D2, &h, RunState::Running)), None, D2);
+        c.memory.hold = Some(crate::status::Hold {
+            digest: D1.into(),
+            spec_hash: h.clone(),
+            registry_digest: Some(D2.into()),
+        });
+        let p = run(&d, &c);
+        assert_eq!(p.target_digest.as_deref(), Some(D1));
+        c.registry = RegistryAnswer::Digest("sha256:3333".into());
+        assert_eq!(run(&d, &c).target_digest.as_deref(), Some("sha256:3333"));
+    }
+
+    #[test]
+    fn foreign_container_is_never_touched() {
+        let d = desired(|_| {});
+        let mut foreign = container("web", D1, "x", RunState::Running);
+        foreign.labels.clear();
+        let c = Case {
+            observed: Observed {
+                foreign: Some(foreign),
+                ..Default::default()
+            },
+            memory: ObjectStatus::new("web"),
+            registry: RegistryAnswer::Digest(D1.into()),
+        };
+        let p = run(&d, &c);
+        assert!(matches!(&p.action, Action::Blocked { reason, .. } if reason == "NameConflict"));
+        assert!(p.steps.is_empty());
+    }
+
+    #[test]
+    fn leftovers_removed_first() {
+        let d = desired(|_| {});
+        let h = d.spec_hash.clone();
+        let mut c = case(Some(container("web", D1, &h, RunState::Running)), None, D1);
+        let mut pf = container("web-preflight-1", D2, &h, RunState::Running);
+        pf.labels.insert(LABEL_ROLE.into(), "preflight".into());
+        c.observed.preflight.push(pf);
+        let p = run(&d, &c);
+        assert_eq!(kinds(&p), vec!["leftover"]);
+        assert!(!p.changes());
+    }
+}

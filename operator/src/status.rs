@@ -1,1 +1,469 @@
-//! status (being written).
+//! Per-object status and memory (conditions, digests, history, failed digests, rollback holds), persisted
+//! atomically in the state directory: `objects/<name>.json`. A corrupt file is moved aside with a warning,
+//! never fatal.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Changes kept in history.
+pub const HISTORY_LEN: usize = 20;
+/// Failed (digest, spec hash) pairs remembered.
+pub const FAILED_LEN: usize = 20;
+
+/// A condition type, as in Kubernetes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConditionType {
+    /// The container runs the desired version and answers healthy.
+    Ready,
+    /// A change is under way.
+    Progressing,
+    /// The last change failed, was rolled back, or cannot be made.
+    Degraded,
+}
+
+/// A condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Which condition.
+    #[serde(rename = "type")]
+    pub type_: ConditionType,
+    /// True or false.
+    pub status: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+    /// When `status` last changed.
+    pub last_transition_time: DateTime<Utc>,
+}
+
+/// One change dockop made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// `create`, `update`, `start`, `rollback`, `restore`, ...
+    pub action: String,
+    /// Digest before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_digest: Option<String>,
+    /// Digest after (the target).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_digest: Option<String>,
+    /// `succeeded`, `rolled_back`, `failed`, `rejected_preflight`.
+    pub result: String,
+    /// Why it was made or why it failed.
+    pub message: String,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// A (digest, spec hash) pair whose change failed; not retried until the spec or the registry changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedTarget {
+    /// Manifest digest.
+    pub digest: String,
+    /// Spec hash.
+    pub spec_hash: String,
+    /// Why.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// `dockop rollback`: hold this digest while the spec hash and the registry digest stay as they were.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hold {
+    /// Digest to run.
+    pub digest: String,
+    /// Spec hash when the hold was made.
+    pub spec_hash: String,
+    /// Registry digest of the followed tag when the hold was made (None for pinned specs).
+    #[serde(default)]
+    pub registry_digest: Option<String>,
+}
+
+/// The status and memory of one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectStatus {
+    /// Object name.
+    pub name: String,
+    /// Image reference from the spec.
+    #[serde(default)]
+    pub image: String,
+    /// Conditions.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Spec hash of the desired state last seen.
+    #[serde(default)]
+    pub spec_hash: Option<String>,
+    /// Digest dockop wants to run.
+    #[serde(default)]
+    pub desired_digest: Option<String>,
+    /// Digest the active container runs.
+    #[serde(default)]
+    pub current_digest: Option<String>,
+    /// Digest of the version before the current one (what `dockop rollback` returns to).
+    #[serde(default)]
+    pub previous_digest: Option<String>,
+    /// Digest the followed tag points to in the registry, when last checked.
+    #[serde(default)]
+    pub registry_digest: Option<String>,
+    /// When the registry was last asked.
+    #[serde(default)]
+    pub registry_checked_at: Option<DateTime<Utc>>,
+    /// App version from the health answer.
+    #[serde(default)]
+    pub app_version: Option<String>,
+    /// Active container ID.
+    #[serde(default)]
+    pub container_id: Option<String>,
+    /// Active container state.
+    #[serde(default)]
+    pub container_state: Option<String>,
+    /// Last change made.
+    #[serde(default)]
+    pub last_change: Option<Change>,
+    /// Last error, if the last reconcile failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// When the last reconcile finished.
+    #[serde(default)]
+    pub last_reconcile: Option<DateTime<Utc>>,
+    /// Source revision applied (git commit or file content hash).
+    #[serde(default)]
+    pub revision: Option<String>,
+    /// Users configured, with whether a password is set and whether they are locked (never hashes).
+    #[serde(default)]
+    pub users: Vec<UserStatus>,
+    /// Last changes, newest first.
+    #[serde(default)]
+    pub history: VecDeque<Change>,
+    /// Failed targets, newest first.
+    #[serde(default)]
+    pub failed: Vec<FailedTarget>,
+    /// Active rollback hold.
+    #[serde(default)]
+    pub hold: Option<Hold>,
+    /// Changes made (the container's `dockop.dev/generation`).
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// What status says of a user: never the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    /// Login name.
+    pub name: String,
+    /// A password hash is configured.
+    pub password_set: bool,
+    /// Locked.
+    pub locked: bool,
+}
+
+impl ObjectStatus {
+    /// A fresh status for `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets a condition, keeping `lastTransitionTime` when the status does not flip.
+    pub fn set_condition(
+        &mut self,
+        type_: ConditionType,
+        status: bool,
+        reason: &str,
+        message: &str,
+        now: DateTime<Utc>,
+    ) {
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if c.status != status {
+                    c.last_transition_time = now;
+                }
+                c.status = status;
+                reason.clone_into(&mut c.reason);
+                message.clone_into(&mut c.message);
+            }
+            None => self.conditions.push(Condition {
+                type_,
+                status,
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+                last_transition_time: now,
+            }),
+        }
+    }
+
+    /// A condition by type.
+    pub fn condition(&self, type_: ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// True when Ready is true.
+    pub fn is_ready(&self) -> bool {
+        self.condition(ConditionType::Ready)
+            .is_some_and(|c| c.status)
+    }
+
+    /// Records a change in history (newest first, capped).
+    pub fn record_change(&mut self, change: Change) {
+        self.last_change = Some(change.clone());
+        self.history.push_front(change);
+        self.history.truncate(HISTORY_LEN);
+    }
+
+    /// Remembers a failed target.
+    pub fn record_failed(
+        &mut self,
+        digest: &str,
+        spec_hash: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) {
+        self.failed
+            .retain(|f| !(f.digest == digest && f.spec_hash == spec_hash));
+        self.failed.insert(
+            0,
+            FailedTarget {
+                digest: digest.to_owned(),
+                spec_hash: spec_hash.to_owned(),
+                reason: reason.to_owned(),
+                at: now,
+            },
+        );
+        self.failed.truncate(FAILED_LEN);
+    }
+
+    /// The failure recorded for (digest, spec hash).
+    pub fn failed_for(&self, digest: &str, spec_hash: &str) -> Option<&FailedTarget> {
+        self.failed
+            .iter()
+            .find(|f| f.digest == digest && f.spec_hash == spec_hash)
+    }
+}
+
+/// Why the state directory could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// I/O on a path.
+    #[error("state directory: cannot {action} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating when needed, mode 0700) the state directory.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let objects = dir.join("objects");
+        fs::create_dir_all(&objects).map_err(|source| StoreError::Io {
+            action: "create",
+            path: objects.clone(),
+            source,
+        })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join("objects").join(format!("{name}.json"))
+    }
+
+    /// Loads one object's status; a missing file is a fresh status, a corrupt one is moved aside.
+    pub fn load(&self, name: &str) -> ObjectStatus {
+        let path = self.path(name);
+        match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice::<ObjectStatus>(&bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    let aside = path.with_extension(format!(
+                        "json.corrupt-{}",
+                        Utc::now().format("%Y%m%dT%H%M%S")
+                    ));
+                    tracing::warn!(file = %path.display(), moved_to = %aside.display(), error = %e, "status file is corrupt; moved aside, starting fresh");
+                    let _ = fs::rename(&path, &aside);
+                    ObjectStatus::new(name)
+                }
+            },
+            Err(_) => ObjectStatus::new(name),
+        }
+    }
+
+    /// Every stored status, sorted by name.
+    pub fn list(&self) -> Vec<ObjectStatus> {
+        let mut names: Vec<String> = fs::read_dir(self.dir.join("objects"))
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()
+                            .and_then(|n| n.strip_suffix(".json"))
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names.iter().map(|n| self.load(n)).collect()
+    }
+
+    /// Writes one object's status atomically (temp file, fsync, rename, fsync of the directory).
+    pub fn save(&self, status: &ObjectStatus) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
+        write_atomic(&self.path(&status.name), &bytes)
+    }
+
+    /// Removes one object's status (after `--prune`).
+    pub fn remove(&self, name: &str) {
+        let _ = fs::remove_file(self.path(name));
+    }
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    fn io<'p>(
+        action: &'static str,
+        path: &'p Path,
+    ) -> impl FnOnce(std::io::Error) -> StoreError + 'p {
+        move |source| StoreError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    f.write_all(bytes).map_err(io("write", &tmp))?;
+    f.sync_all().map_err(io("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io("rename into place", path))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// The default state directory: `/var/lib/dockop` as root, else `$XDG_STATE_HOME/dockop`
+/// (`~/.local/state/dockop`).
+pub fn default_state_dir() -> PathBuf {
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || fs::metadata("/proc/self")
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                m.uid() == 0
+            })
+            .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/var/lib/dockop");
+    }
+    if let Some(x) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(x).join("dockop");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/state/dockop"))
+        .unwrap_or_else(|| PathBuf::from(".dockop"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_corrupt_moved_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let mut s = ObjectStatus::new("web");
+        s.record_failed("sha256:aa", "h1", "HTTP 500", Utc::now());
+        store.save(&s).expect("save");
+        assert_eq!(store.load("web"), s);
+        fs::write(dir.path().join("objects/web.json"), b"{not json").expect("write");
+        assert_eq!(store.load("web"), ObjectStatus::new("web"));
+        let aside = fs::read_dir(dir.path().join("objects"))
+            .expect("ls")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+        assert!(aside, "corrupt file moved aside");
+    }
+
+    #[test]
+    fn conditions_keep_transition_time() {
+        let mut s = ObjectStatus::new("x");
+        let t0 = Utc::now();
+        s.set_condition(ConditionType::Ready, true, "Healthy", "ok", t0);
+        let t1 = t0 + chrono::Duration::seconds(5);
+        s.set_condition(ConditionType::Ready, true, "Healthy", "still ok", t1);
+        assert_eq!(
+            s.condition(ConditionType::Ready)
+                .map(|c| c.last_transition_time),
+            Some(t0)
+        );
+        s.set_condition(ConditionType::Ready, false, "Unhealthy", "bad", t1);
+        assert_eq!(
+            s.condition(ConditionType::Ready)
+                .map(|c| c.last_transition_time),
+            Some(t1)
+        );
+    }
+
+    #[test]
+    fn history_capped() {
+        let mut s = ObjectStatus::new("x");
+        for i in 0..30 {
+            s.record_change(Change {
+                at: Utc::now(),
+                action: "update".into(),
+                from_digest: None,
+                to_digest: None,
+                result: "succeeded".into(),
+                message: i.to_string(),
+                seconds: 0.0,
+            });
+        }
+        assert_eq!(s.history.len(), HISTORY_LEN);
+        assert_eq!(s.history.front().map(|c| c.message.as_str()), Some("29"));
+    }
+}

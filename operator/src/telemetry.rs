@@ -12,9 +12,198 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label set of a metric: `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Every metric dockop exports (prefix `dockop_`), registered once in [`metrics`].
+#[derive(Debug)]
+pub struct Metrics {
+    /// The registry `/metrics` encodes.
+    pub registry: Registry,
+    /// `reconcile_total{name,result}`.
+    pub reconcile_total: Family<Labels, Counter>,
+    /// `reconcile_duration_seconds{name}`.
+    pub reconcile_duration_seconds: HistogramFamily,
+    /// `drift_detected_total{name,kind}`.
+    pub drift_detected_total: Family<Labels, Counter>,
+    /// `updates_total{name,result}`.
+    pub updates_total: Family<Labels, Counter>,
+    /// `rollbacks_total{name,reason}`.
+    pub rollbacks_total: Family<Labels, Counter>,
+    /// `health_probe_failures_total{name}`.
+    pub health_probe_failures_total: Family<Labels, Counter>,
+    /// `ready{name}`.
+    pub ready: Family<Labels, Gauge>,
+    /// `object_info{name,image,digest,app_version}`.
+    pub object_info: Family<Labels, Gauge>,
+    /// `registry_checks_total{result}`.
+    pub registry_checks_total: Family<Labels, Counter>,
+    /// `engine_requests_total{op,result}`.
+    pub engine_requests_total: Family<Labels, Counter>,
+    /// `engine_request_duration_seconds{op}`.
+    pub engine_request_duration_seconds: HistogramFamily,
+    /// `last_successful_reconcile_timestamp_seconds{name}`.
+    pub last_successful_reconcile: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// `source_revision_info{source,revision}`.
+    pub source_revision_info: Family<Labels, Gauge>,
+    /// `spec_invalid_total{source}`: source revisions refused by validation.
+    pub spec_invalid_total: Family<Labels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.5, 12))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("dockop");
+        let m = Metrics {
+            reconcile_total: Family::default(),
+            reconcile_duration_seconds: Family::new_with_constructor(latency_histogram),
+            drift_detected_total: Family::default(),
+            updates_total: Family::default(),
+            rollbacks_total: Family::default(),
+            health_probe_failures_total: Family::default(),
+            ready: Family::default(),
+            object_info: Family::default(),
+            registry_checks_total: Family::default(),
+            engine_requests_total: Family::default(),
+            engine_request_duration_seconds: Family::new_with_constructor(latency_histogram),
+            last_successful_reconcile: Family::default(),
+            source_revision_info: Family::default(),
+            spec_invalid_total: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "reconcile",
+            "Reconcile passes per object and result (converged, changed, failed, blocked)",
+            m.reconcile_total.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile pass per object",
+            m.reconcile_duration_seconds.clone(),
+        );
+        registry.register(
+            "drift_detected",
+            "Drift found per object and kind (digest, spec, missing, stopped, users)",
+            m.drift_detected_total.clone(),
+        );
+        registry.register(
+            "updates",
+            "Updates per object and result (succeeded, rolled_back, failed, rejected_preflight)",
+            m.updates_total.clone(),
+        );
+        registry.register(
+            "rollbacks",
+            "Rollbacks per object and reason",
+            m.rollbacks_total.clone(),
+        );
+        registry.register(
+            "health_probe_failures",
+            "Failed health probes per object",
+            m.health_probe_failures_total.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 when the object is Ready, else 0",
+            m.ready.clone(),
+        );
+        registry.register(
+            "object_info",
+            "Image, digest and app version of each object (value 1)",
+            m.object_info.clone(),
+        );
+        registry.register(
+            "registry_checks",
+            "Registry digest checks by result",
+            m.registry_checks_total.clone(),
+        );
+        registry.register(
+            "engine_requests",
+            "Docker engine calls by operation and result",
+            m.engine_requests_total.clone(),
+        );
+        registry.register(
+            "engine_request_duration_seconds",
+            "Docker engine call duration by operation",
+            m.engine_request_duration_seconds.clone(),
+        );
+        registry.register(
+            "last_successful_reconcile_timestamp_seconds",
+            "Unix time of the last successful reconcile per object",
+            m.last_successful_reconcile.clone(),
+        );
+        registry.register(
+            "source_revision_info",
+            "Revision of the desired-state source currently applied (value 1)",
+            m.source_revision_info.clone(),
+        );
+        registry.register(
+            "spec_invalid",
+            "Source revisions refused because a file failed validation",
+            m.spec_invalid_total.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Records one engine call.
+    pub fn engine_call(&self, op: &'static str, ok: bool, elapsed: Duration) {
+        let result = if ok { "success" } else { "failure" };
+        self.engine_requests_total
+            .get_or_create(&vec![("op", op.to_owned()), ("result", result.to_owned())])
+            .inc();
+        self.engine_request_duration_seconds
+            .get_or_create(&vec![("op", op.to_owned())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Increments `family{name=object, key=value}`.
+    pub fn inc(family: &Family<Labels, Counter>, object: &str, key: &'static str, value: &str) {
+        family
+            .get_or_create(&vec![("name", object.to_owned()), (key, value.to_owned())])
+            .inc();
+    }
+
+    /// Increments `family{name=object}`.
+    pub fn inc_name(family: &Family<Labels, Counter>, object: &str) {
+        family
+            .get_or_create(&vec![("name", object.to_owned())])
+            .inc();
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
 }

@@ -1,0 +1,213 @@
+//! Registry credentials as the Docker CLI finds them: `$DOCKER_CONFIG/config.json` (else
+//! `~/.docker/config.json`), its `auths` entries, `credHelpers` per registry and the default `credsStore`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::Credentials;
+
+/// Registry host of an image reference, as Docker keys it (`docker.io` for Docker Hub).
+pub fn registry_host(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
+        _ => "docker.io",
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigFile {
+    #[serde(default)]
+    auths: std::collections::HashMap<String, AuthEntry>,
+    #[serde(default)]
+    cred_helpers: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    creds_store: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AuthEntry {
+    #[serde(default)]
+    auth: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HelperAnswer {
+    username: String,
+    secret: String,
+}
+
+/// Why credentials could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The config file exists but is not valid JSON.
+    #[error("cannot read Docker config {path}: {message}")]
+    Config {
+        /// File.
+        path: PathBuf,
+        /// Detail.
+        message: String,
+    },
+    /// A credential helper failed.
+    #[error("credential helper docker-credential-{helper} failed for {server}: {message}")]
+    Helper {
+        /// Helper name.
+        helper: String,
+        /// Registry.
+        server: String,
+        /// Detail (never the secret).
+        message: String,
+    },
+}
+
+fn config_path() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+        return Some(PathBuf::from(dir).join("config.json"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+}
+
+/// Credentials for the registry of `image`, or `None` for anonymous access.
+pub fn credentials_for(image: &str) -> Result<Option<Credentials>, AuthError> {
+    let Some(path) = config_path() else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(AuthError::Config {
+                path,
+                message: e.to_string(),
+            });
+        }
+    };
+    let config: ConfigFile = serde_json::from_str(&text).map_err(|e| AuthError::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let host = registry_host(image);
+    let keys: Vec<String> = if host == "docker.io" {
+        vec![
+            "https://index.docker.io/v1/".into(),
+            "index.docker.io".into(),
+            "docker.io".into(),
+        ]
+    } else {
+        vec![
+            host.to_owned(),
+            format!("https://{host}"),
+            format!("http://{host}"),
+            format!("https://{host}/v1/"),
+        ]
+    };
+    if let Some(helper) = keys.iter().find_map(|k| config.cred_helpers.get(k)) {
+        return run_helper(helper, &keys[0]).map(Some);
+    }
+    for k in &keys {
+        if let Some(entry) = config.auths.get(k) {
+            if let Some(c) = decode_entry(entry, host) {
+                return Ok(Some(c));
+            }
+        }
+    }
+    if let Some(store) = &config.creds_store {
+        return match run_helper(store, &keys[0]) {
+            Ok(c) => Ok(Some(c)),
+            // A store without an entry for this registry means anonymous access.
+            Err(AuthError::Helper { .. }) => Ok(None),
+            Err(e) => Err(e),
+        };
+    }
+    Ok(None)
+}
+
+fn decode_entry(entry: &AuthEntry, host: &str) -> Option<Credentials> {
+    if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
+        return Some(Credentials {
+            username: u.clone(),
+            secret: SecretString::from(p.clone()),
+            server: host.to_owned(),
+        });
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(entry.auth.as_deref()?.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some(Credentials {
+        username: u.to_owned(),
+        secret: SecretString::from(p.to_owned()),
+        server: host.to_owned(),
+    })
+}
+
+fn run_helper(helper: &str, server: &str) -> Result<Credentials, AuthError> {
+    let err = |message: String| AuthError::Helper {
+        helper: helper.to_owned(),
+        server: server.to_owned(),
+        message,
+    };
+    let mut child = Command::new(format!("docker-credential-{helper}"))
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(e.to_string()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(server.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(String::from_utf8_lossy(&out.stdout).trim().to_owned()));
+    }
+    let answer: HelperAnswer =
+        serde_json::from_slice(&out.stdout).map_err(|e| err(format!("bad answer: {e}")))?;
+    Ok(Credentials {
+        username: answer.username,
+        secret: SecretString::from(answer.secret),
+        server: server.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_host_rules() {
+        assert_eq!(registry_host("127.0.0.1:5000/web:v1"), "127.0.0.1:5000");
+        assert_eq!(registry_host("ghcr.io/a/b"), "ghcr.io");
+        assert_eq!(registry_host("localhost/x"), "localhost");
+        assert_eq!(registry_host("library/nginx"), "docker.io");
+        assert_eq!(registry_host("nginx:1"), "docker.io");
+    }
+
+    #[test]
+    fn decodes_basic_auth_entry() {
+        let e = AuthEntry {
+            auth: Some("dXNlcjpwYTpzcw==".into()),
+            ..Default::default()
+        };
+        let c = decode_entry(&e, "r:5001").expect("decodes");
+        assert_eq!(c.username, "user");
+        use secrecy::ExposeSecret;
+        assert_eq!(c.secret.expose_secret(), "pa:ss");
+        assert!(!format!("{c:?}").contains("pa:ss"));
+    }
+}

@@ -1,0 +1,373 @@
+//! One reconcile of one object: build the desired state, observe, ask the registry, plan, execute, and
+//! write status. Shared by `plan`, `apply`, `rollback` and the controller.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::desired::{DesiredContainer, DesiredError};
+use crate::engine::{ContainerInfo, Engine, EngineError, auth};
+use crate::execute::{Executor, Outcome, Reporter, probe_object};
+use crate::health::ProbeResult;
+use crate::observe::{Observed, digest_of};
+use crate::plan::{Action, Inputs, Plan, RegistryAnswer, plan};
+use crate::spec::Container;
+use crate::status::{ConditionType, ObjectStatus, Store, StoreError, UserStatus};
+use crate::telemetry::{Metrics, metrics};
+
+/// What a reconcile needs.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The engine.
+    pub engine: Arc<dyn Engine>,
+    /// The state directory.
+    pub store: Store,
+    /// Where progress lines go.
+    pub reporter: Arc<dyn Reporter>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("engine", &self.engine)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options of one reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Plan only.
+    pub dry_run: bool,
+    /// Reuse a registry answer younger than this (`None`: always ask).
+    pub registry_max_age: Option<Duration>,
+    /// Source revision being applied.
+    pub revision: Option<String>,
+}
+
+/// Why a reconcile could not even plan.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReconcileError {
+    /// Building the desired state (env files).
+    #[error("{0}")]
+    Desired(#[from] DesiredError),
+    /// Observing the engine.
+    #[error("observe: {0}")]
+    Observe(EngineError),
+    /// Writing status.
+    #[error("{0}")]
+    State(String),
+}
+
+impl From<StoreError> for ReconcileError {
+    fn from(e: StoreError) -> Self {
+        ReconcileError::State(e.to_string())
+    }
+}
+
+/// The result of one reconcile.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Object name.
+    pub name: String,
+    /// The plan.
+    pub plan: Plan,
+    /// How execution ended (`None` for a dry run).
+    pub outcome: Option<Outcome>,
+    /// Seconds taken.
+    pub seconds: f64,
+}
+
+impl Report {
+    /// True when the object ends converged: nothing failed and nothing is blocked by a failure.
+    pub fn converged(&self) -> bool {
+        match &self.outcome {
+            Some(Outcome::Converged | Outcome::Changed { .. }) => true,
+            Some(Outcome::Blocked { reason, .. }) => reason == "MonitorOnly",
+            _ => false,
+        }
+    }
+}
+
+async fn registry_answer(
+    ctx: &Ctx,
+    d: &DesiredContainer,
+    status: &mut ObjectStatus,
+    max_age: Option<Duration>,
+) -> RegistryAnswer {
+    if d.spec.digest.is_some() {
+        return RegistryAnswer::NotAsked;
+    }
+    if let (Some(age), Some(at), Some(dg)) =
+        (max_age, status.registry_checked_at, &status.registry_digest)
+    {
+        if Utc::now()
+            .signed_duration_since(at)
+            .to_std()
+            .map(|a| a < age)
+            .unwrap_or(false)
+        {
+            return RegistryAnswer::Digest(dg.clone());
+        }
+    }
+    let tag = d.tag_reference().to_owned();
+    let creds = match auth::credentials_for(&tag) {
+        Ok(c) => c,
+        Err(e) => return RegistryAnswer::Error(e.to_string()),
+    };
+    let m = metrics();
+    match ctx.engine.registry_digest(&tag, creds.as_ref()).await {
+        Ok(dg) => {
+            m.registry_checks_total
+                .get_or_create(&vec![("result", "success".to_owned())])
+                .inc();
+            status.registry_digest = Some(dg.clone());
+            status.registry_checked_at = Some(Utc::now());
+            RegistryAnswer::Digest(dg)
+        }
+        Err(e) => {
+            let result = match &e {
+                EngineError::Unauthorized { .. } => "unauthorized",
+                EngineError::NotFound { .. } => "not_found",
+                _ => "error",
+            };
+            m.registry_checks_total
+                .get_or_create(&vec![("result", result.to_owned())])
+                .inc();
+            let host = auth::registry_host(&tag);
+            let msg = match e {
+                EngineError::Unauthorized { message, .. } => format!(
+                    "registry {host} refused access ({message}); fix: `docker login {host}` as the user dockop runs as (dockop reads $DOCKER_CONFIG/config.json or ~/.docker/config.json, with credential helpers)"
+                ),
+                EngineError::NotFound { message, .. } => format!(
+                    "{tag} is not in the registry ({message}); check the image name and tag"
+                ),
+                other => other.to_string(),
+            };
+            RegistryAnswer::Error(msg)
+        }
+    }
+}
+
+/// Reconciles one object.
+#[tracing::instrument(skip_all, fields(object = %obj.metadata.name))]
+pub async fn reconcile(
+    ctx: &Ctx,
+    obj: &Container,
+    all: Option<&[ContainerInfo]>,
+    opts: &Options,
+) -> Result<Report, ReconcileError> {
+    let started = Instant::now();
+    let name = obj.metadata.name.clone();
+    let m = metrics();
+    let mut status = ctx.store.load(&name);
+    let result: Result<_, ReconcileError> = async {
+        let desired = DesiredContainer::build(obj)?;
+        let observed = Observed::read(ctx.engine.as_ref(), &name, all)
+            .await
+            .map_err(ReconcileError::Observe)?;
+        let registry = registry_answer(ctx, &desired, &mut status, opts.registry_max_age).await;
+        let p = plan(&Inputs {
+            desired: &desired,
+            observed: &observed,
+            memory: &status,
+            registry: &registry,
+            now: Utc::now(),
+            window_applies: true,
+        });
+        if opts.dry_run {
+            return Ok((desired, p, None));
+        }
+        if !p.held {
+            status.hold = None;
+        }
+        let outcome = Executor::new(
+            ctx.engine.as_ref(),
+            &desired,
+            &observed,
+            &mut status,
+            ctx.reporter.as_ref(),
+        )
+        .run(&p)
+        .await;
+        Ok((desired, p, Some(outcome)))
+    }
+    .await;
+    let seconds = started.elapsed().as_secs_f64();
+    m.reconcile_duration_seconds
+        .get_or_create(&vec![("name", name.clone())])
+        .observe(seconds);
+    let (desired, p, outcome) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            Metrics::inc(&m.reconcile_total, &name, "result", "error");
+            if !opts.dry_run {
+                let now = Utc::now();
+                status.last_error = Some(e.to_string());
+                status.last_reconcile = Some(now);
+                let reason = match &e {
+                    ReconcileError::Desired(_) => "SpecUnresolvable",
+                    ReconcileError::Observe(_) => "EngineUnavailable",
+                    ReconcileError::State(_) => "StateUnwritable",
+                };
+                status.set_condition(ConditionType::Degraded, true, reason, &e.to_string(), now);
+                ctx.store.save(&status)?;
+            }
+            return Err(e);
+        }
+    };
+    let Some(outcome) = outcome else {
+        return Ok(Report {
+            name,
+            plan: p,
+            outcome: None,
+            seconds,
+        });
+    };
+    Metrics::inc(&m.reconcile_total, &name, "result", outcome.result_label());
+    finish_status(ctx, obj, &desired, &p, &outcome, &mut status, opts).await;
+    ctx.store.save(&status)?;
+    Ok(Report {
+        name,
+        plan: p,
+        outcome: Some(outcome),
+        seconds,
+    })
+}
+
+/// Fills status from the outcome and a final look at the container; updates the per-object metrics.
+async fn finish_status(
+    ctx: &Ctx,
+    obj: &Container,
+    desired: &DesiredContainer,
+    p: &Plan,
+    outcome: &Outcome,
+    status: &mut ObjectStatus,
+    opts: &Options,
+) {
+    let now = Utc::now();
+    let m = metrics();
+    let name = desired.name.as_str();
+    status.image = obj.spec.image.clone();
+    status.spec_hash = Some(desired.spec_hash.clone());
+    status.desired_digest = p.target_digest.clone();
+    status.last_reconcile = Some(now);
+    if opts.revision.is_some() {
+        status.revision = opts.revision.clone();
+    }
+    status.users = obj
+        .spec
+        .users
+        .iter()
+        .map(|u| UserStatus {
+            name: u.name.clone(),
+            password_set: u.password_hash.is_some() || u.password_file.is_some(),
+            locked: u.locked,
+        })
+        .collect();
+    let active = ctx
+        .engine
+        .inspect(name)
+        .await
+        .ok()
+        .flatten()
+        .filter(|c| c.label(crate::engine::LABEL_NAME) == Some(name));
+    status.container_id = active.as_ref().map(|c| c.id.clone());
+    status.container_state = active.as_ref().map(|c| c.state.to_string());
+    status.current_digest = active.as_ref().and_then(digest_of).map(str::to_owned);
+    // Ready: the active container answers healthy now.
+    let probe = match (&active, &obj.spec.health) {
+        (Some(c), Some(h)) if c.is_running() => probe_object(desired, c, h).await,
+        (Some(c), None) if c.is_running() => ProbeResult::Healthy { version: None },
+        (Some(c), _) => ProbeResult::NotListening {
+            message: format!("container is {}", c.state),
+        },
+        (None, _) => ProbeResult::NotListening {
+            message: "no container".into(),
+        },
+    };
+    if let ProbeResult::Healthy { version: Some(v) } = &probe {
+        status.app_version = Some(v.clone());
+    }
+    let healthy = probe.is_healthy();
+    if healthy {
+        status.set_condition(
+            ConditionType::Ready,
+            true,
+            "Healthy",
+            &probe.describe(),
+            now,
+        );
+    } else {
+        status.set_condition(
+            ConditionType::Ready,
+            false,
+            "Unhealthy",
+            &probe.describe(),
+            now,
+        );
+    }
+    let (degraded, reason, message) = match outcome {
+        Outcome::Converged | Outcome::Changed { .. } => {
+            (false, "AsExpected".to_owned(), String::new())
+        }
+        Outcome::RolledBack { phase, reason } => (
+            true,
+            "RolledBack".to_owned(),
+            format!("{}: {reason}", phase.as_str()),
+        ),
+        Outcome::Rejected { reason } => (true, "PreflightFailed".to_owned(), reason.clone()),
+        Outcome::Failed { phase, reason } => (
+            true,
+            format!("{}Failed", capitalize(phase.as_str())),
+            reason.clone(),
+        ),
+        Outcome::Blocked { reason, message } if reason == "MonitorOnly" => {
+            (false, reason.clone(), message.clone())
+        }
+        Outcome::Blocked { reason, message } if reason == "FailedTarget" => {
+            // Keep the reason of the failure that put the target on the list.
+            let keep = status
+                .condition(ConditionType::Degraded)
+                .filter(|c| c.status)
+                .map(|c| (c.reason.clone(), c.message.clone()));
+            match keep {
+                Some((r, msg)) if r != "FailedTarget" => (true, r, format!("{msg} ({message})")),
+                _ => (true, reason.clone(), message.clone()),
+            }
+        }
+        Outcome::Blocked { reason, message } => (true, reason.clone(), message.clone()),
+    };
+    status.set_condition(ConditionType::Degraded, degraded, &reason, &message, now);
+    status.last_error = degraded.then(|| message.clone());
+    m.ready
+        .get_or_create(&vec![("name", name.to_owned())])
+        .set(i64::from(
+            healthy && !matches!(p.action, Action::Blocked { .. } if degraded),
+        ));
+    let info_labels = vec![
+        ("name", name.to_owned()),
+        ("image", obj.spec.image.clone()),
+        ("digest", status.current_digest.clone().unwrap_or_default()),
+        (
+            "app_version",
+            status.app_version.clone().unwrap_or_default(),
+        ),
+    ];
+    m.object_info.get_or_create(&info_labels).set(1);
+    if outcome.is_success() {
+        m.last_successful_reconcile
+            .get_or_create(&vec![("name", name.to_owned())])
+            .set(now.timestamp_millis() as f64 / 1000.0);
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}

@@ -128,6 +128,21 @@ pub struct RunArgs {
     /// Remove containers whose object disappeared from the source (never their volumes).
     #[arg(long)]
     pub prune: bool,
+    /// Seconds between git fetches (the webhook triggers one at once).
+    #[arg(long, default_value_t = 60)]
+    pub git_poll_seconds: u64,
+    /// Milliseconds to wait for more changes before acting on a source or Docker event.
+    #[arg(long, default_value_t = 300)]
+    pub debounce_ms: u64,
+    /// Objects reconciled in parallel at most.
+    #[arg(long, default_value_t = 4)]
+    pub max_concurrent: usize,
+    /// File holding the bearer token that enables `POST /reconcile/{name}`.
+    #[arg(long)]
+    pub reconcile_token_file: Option<PathBuf>,
+    /// File holding the shared secret that enables `POST /hooks/git` (GitHub/Gitea HMAC-SHA256).
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 /// Entry point of the binary.

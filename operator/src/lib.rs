@@ -9,6 +9,7 @@ pub mod engine;
 pub mod execute;
 pub mod fault;
 pub mod health;
+pub mod http;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;

@@ -2,6 +2,8 @@
 //!
 //! STUB: a plain resync loop until the real controller (sources, events, work queue) lands.
 
+pub mod shared;
+
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;

@@ -421,7 +421,8 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
                             id: prev.id.clone(),
                         },
                     ]);
-                } else if !d.spec.users.is_empty() {
+                } else if !d.spec.users.is_empty() || crate::users::may_have_managed(i.memory) {
+                    // Users drift is found by reading the container: a no-op when converged.
                     p.steps.push(Step::ApplyUsers);
                 }
             } else {

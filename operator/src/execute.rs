@@ -169,6 +169,9 @@ pub struct Executor<'a> {
     previous: Option<String>,
     /// The active container stopped by this run and not yet renamed.
     stopped_active: Option<String>,
+    /// Something serving was changed (stopped, renamed, removed) or no active container exists while a
+    /// previous one does: a failure from here on must restore the previous container.
+    touched: bool,
     version: Option<String>,
 }
 
@@ -205,6 +208,7 @@ impl<'a> Executor<'a> {
             candidate: None,
             previous: None,
             stopped_active: None,
+            touched: false,
             version: None,
         }
     }
@@ -222,6 +226,7 @@ impl<'a> Executor<'a> {
     pub async fn run(mut self, plan: &Plan) -> Outcome {
         let started = Instant::now();
         self.previous = self.observed.previous.as_ref().map(|c| c.id.clone());
+        self.touched = self.observed.active.is_none() && self.previous.is_some();
         if matches!(plan.action, Action::Resume | Action::Start) {
             self.candidate = self.observed.active.as_ref().map(|c| c.id.clone());
         }
@@ -347,11 +352,8 @@ impl<'a> Executor<'a> {
             self.status
                 .record_failed(&target, &self.desired.spec_hash, &reason, Utc::now());
         }
-        let touched = self.candidate.is_some()
-            || self.stopped_active.is_some()
-            || (self.previous.is_some() && self.observed.active.is_none());
         let can_roll_back = self.previous.is_some() || self.stopped_active.is_some();
-        if !touched
+        if !self.touched
             || !can_roll_back
             || !matches!(
                 plan.action,
@@ -464,10 +466,11 @@ impl<'a> Executor<'a> {
             Step::Preflight { digest } => self.preflight(digest).await,
             Step::StopActive { id } => {
                 self.say("stopping the running container");
+                self.touched = true;
+                self.stopped_active = Some(id.clone());
                 e.stop(id, self.desired.spec.stop_timeout_seconds)
                     .await
                     .map_err(engine_err(Phase::Stop))?;
-                self.stopped_active = Some(id.clone());
                 Ok(())
             }
             Step::RenameToPrevious { id } => {
@@ -477,10 +480,10 @@ impl<'a> Executor<'a> {
                 self.previous = Some(id.clone());
                 Ok(())
             }
-            Step::RemoveActive { id } => e
-                .remove(id, false)
-                .await
-                .map_err(engine_err(Phase::Cleanup)),
+            Step::RemoveActive { id } => {
+                self.touched = true;
+                e.remove(id, false).await.map_err(engine_err(Phase::Cleanup))
+            }
             Step::Create { digest } => {
                 let generation = self.status.generation + 1;
                 let req = self.desired.request(digest, generation);
@@ -769,5 +772,187 @@ pub async fn probe_object(
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::engine::{EngineError, Op};
+    use crate::plan::{Inputs, RegistryAnswer, plan};
+    use crate::spec::{ApiVersion, Container, Kind, Metadata};
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    /// A tiny app whose health answer the test controls.
+    async fn app(status: Arc<AtomicU16>) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else { return };
+                let code = status.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let body = format!(r#"{{"healthy":{},"version":"t"}}"#, code == 200);
+                    let resp = format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        port
+    }
+
+    fn object(port: u16, preflight: bool) -> Container {
+        let yaml = format!(
+            "image: reg/web:live\nhealth: {{path: /h, port: {port}, intervalSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 5}}\nupdate: {{preflight: {preflight}}}\n"
+        );
+        Container {
+            api_version: ApiVersion::V1Alpha1,
+            kind: Kind::Container,
+            metadata: Metadata { name: "web".into(), labels: BTreeMap::new(), annotations: BTreeMap::new() },
+            spec: serde_saphyr::from_str(&yaml).expect("spec"),
+            status: None,
+        }
+    }
+
+    /// Runs observe + plan + execute once against the fake.
+    async fn reconcile_once(engine: &FakeEngine, obj: &Container, status: &mut ObjectStatus) -> Outcome {
+        let desired = DesiredContainer::build(obj).expect("desired");
+        let observed = Observed::read(engine, "web", None).await.expect("observe");
+        let reg = match engine.registry_digest("reg/web:live", None).await {
+            Ok(d) => RegistryAnswer::Digest(d),
+            Err(e) => RegistryAnswer::Error(e.to_string()),
+        };
+        let p = plan(&Inputs { desired: &desired, observed: &observed, memory: status, registry: &reg, now: Utc::now(), window_applies: true });
+        Executor::new(engine, &desired, &observed, status, &LogReporter).run(&p).await
+    }
+
+    /// Engine with `web` running D1, created through the executor itself.
+    async fn running_d1(port: u16, preflight: bool) -> (FakeEngine, Container, ObjectStatus) {
+        let engine = FakeEngine::new();
+        engine.push("reg/web:live", D1);
+        let obj = object(port, preflight);
+        let mut status = ObjectStatus::new("web");
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert_eq!(out, Outcome::Changed { action: "create".into() });
+        assert_eq!(engine.take_calls(), vec!["pull reg/web@".to_owned() + D1, "create web".into(), "start web".into()]);
+        (engine, obj, status)
+    }
+
+    #[tokio::test]
+    async fn good_update_runs_the_whole_sequence() {
+        let health = Arc::new(AtomicU16::new(200));
+        let port = app(health.clone()).await;
+        let (engine, obj, mut status) = running_d1(port, true).await;
+        let old_id = engine.by_name("web").expect("web").id;
+        engine.push("reg/web:live", D2);
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert_eq!(out, Outcome::Changed { action: "update".into() });
+        let calls = engine.take_calls();
+        let expect_prefix = ["pull reg/web@".to_owned() + D2];
+        assert_eq!(calls[..1], expect_prefix);
+        assert!(calls[1].starts_with("create web-preflight-"), "{calls:?}");
+        assert!(calls[3].starts_with("remove web-preflight-"), "{calls:?}");
+        assert_eq!(
+            calls[4..],
+            ["stop web", "rename web -> web-previous", "create web", "start web", "remove web-previous"].map(String::from)
+        );
+        assert!(engine.state().containers.get(&old_id).is_none(), "previous removed");
+        assert_eq!(status.previous_digest.as_deref(), Some(D1));
+        // Converged now: no mutating call.
+        assert_eq!(reconcile_once(&engine, &obj, &mut status).await, Outcome::Converged);
+        assert!(engine.take_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_health_rolls_back_to_the_same_container() {
+        let health = Arc::new(AtomicU16::new(200));
+        let port = app(health.clone()).await;
+        let (engine, obj, mut status) = running_d1(port, false).await;
+        let old_id = engine.by_name("web").expect("web").id;
+        engine.push("reg/web:live", D2);
+        health.store(500, Ordering::SeqCst);
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert!(matches!(&out, Outcome::RolledBack { phase: Phase::Health, reason } if reason.contains("HTTP 500")), "{out:?}");
+        assert_eq!(
+            engine.take_calls()[1..],
+            ["stop web", "rename web -> web-previous", "create web", "start web", "remove web", "rename web-previous -> web", "start web"]
+                .map(String::from)
+        );
+        assert_eq!(engine.by_name("web").map(|c| c.id), Some(old_id), "same container restored");
+        assert!(status.failed_for(D2, &DesiredContainer::build(&obj).expect("d").spec_hash).is_some());
+        // Not retried.
+        health.store(200, Ordering::SeqCst);
+        assert!(matches!(reconcile_once(&engine, &obj, &mut status).await, Outcome::Blocked { .. }));
+        assert!(engine.take_calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn preflight_failure_touches_nothing() {
+        let health = Arc::new(AtomicU16::new(200));
+        let port = app(health.clone()).await;
+        let (engine, obj, mut status) = running_d1(port, true).await;
+        engine.push("reg/web:live", D2);
+        health.store(401, Ordering::SeqCst);
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert!(matches!(out, Outcome::Rejected { .. }), "{out:?}");
+        let calls = engine.take_calls();
+        assert!(!calls.iter().any(|c| c == "stop web" || c.starts_with("rename")), "{calls:?}");
+        assert!(calls.last().is_some_and(|c| c.starts_with("remove web-preflight-")), "{calls:?}");
+        assert!(engine.by_name("web").is_some_and(|c| c.is_running()));
+    }
+
+    #[tokio::test]
+    async fn pull_failure_touches_nothing_and_is_not_remembered() {
+        let health = Arc::new(AtomicU16::new(200));
+        let port = app(health).await;
+        let (engine, obj, mut status) = running_d1(port, false).await;
+        engine.push("reg/web:live", D2);
+        engine.fail_next(Op::Pull, EngineError::Unreachable { op: Op::Pull, message: "registry down".into() });
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert!(matches!(&out, Outcome::Failed { phase: Phase::Pull, .. }), "{out:?}");
+        assert!(engine.take_calls().is_empty());
+        assert!(status.failed.is_empty(), "transient errors are retried");
+        // Next time it works.
+        assert_eq!(reconcile_once(&engine, &obj, &mut status).await, Outcome::Changed { action: "update".into() });
+    }
+
+    #[tokio::test]
+    async fn create_failure_restores_previous_without_blacklisting() {
+        let health = Arc::new(AtomicU16::new(200));
+        let port = app(health).await;
+        let (engine, obj, mut status) = running_d1(port, false).await;
+        engine.push("reg/web:live", D2);
+        engine.fail_next(Op::Create, EngineError::Conflict { op: Op::Create, message: "port is already allocated".into() });
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert!(matches!(&out, Outcome::RolledBack { phase: Phase::Create, .. }), "{out:?}");
+        assert!(engine.by_name("web").is_some_and(|c| c.is_running()));
+        assert!(engine.by_name("web-previous").is_none());
+        assert!(status.failed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn crash_after_rename_is_resumed() {
+        let health = Arc::new(AtomicU16::new(200));
+        let port = app(health).await;
+        let (engine, obj, mut status) = running_d1(port, false).await;
+        // As if dockop died right after step "rename to previous".
+        let id = engine.by_name("web").expect("web").id;
+        engine.stop(&id, 1).await.expect("stop");
+        engine.rename(&id, "web-previous").await.expect("rename");
+        engine.take_calls();
+        engine.push("reg/web:live", D2);
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert_eq!(out, Outcome::Changed { action: "resume".into() });
+        assert_eq!(engine.take_calls()[1..], ["create web", "start web", "remove web-previous"].map(String::from));
     }
 }

@@ -235,7 +235,7 @@ impl Engine for FakeEngine {
         c.state = target;
         c.exit_code = if target == RunState::Exited { 1 } else { 0 };
         c.started_at = Some(format!("2026-01-01T00:00:{:02}Z", n % 60));
-        c.ip_address = Some("172.17.0.2".into());
+        c.ip_address = Some("127.0.0.1".into());
         let name = c.name.clone();
         s.calls.push(format!("start {name}"));
         Ok(())

@@ -4,8 +4,8 @@ pub mod commands;
 pub mod hash;
 pub mod load;
 pub mod password;
+mod types;
 pub mod validate;
 pub mod window;
-mod types;
 
 pub use types::*;

@@ -1,3 +1,185 @@
-//! Password hashes: yescrypt hashing for `hash-password` and crypt(3) hash syntax checks.
-//!
-//! STUB: being written.
+//! Password hashes: yescrypt hashing for `dockop hash-password`, verification, and the crypt(3) hash
+//! syntax checks validation uses (`$y$` yescrypt, `$6$` SHA-512).
+
+use yescrypt::{PasswordHasher, PasswordVerifier, Yescrypt};
+
+/// The crypt(3) "base64" alphabet.
+const CRYPT_B64: &[u8] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Length of a yescrypt hash field (32 bytes in crypt base64).
+const YESCRYPT_HASH_LEN: usize = 43;
+/// Length of a SHA-512 crypt hash field (64 bytes in crypt base64).
+const SHA512_HASH_LEN: usize = 86;
+
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Empty passwords are refused.
+    #[error("the password is empty")]
+    Empty,
+    /// The hashing function failed (e.g. no system randomness for the salt).
+    #[error("yescrypt failed: {0}")]
+    Yescrypt(String),
+}
+
+/// Hashes `password` with yescrypt and a random 16-byte salt, using the default parameters Debian uses
+/// (`j9T`: N = 4096, r = 32, p = 1), and returns the `$y$j9T$salt$hash` string `chpasswd -e` takes.
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    if password.is_empty() {
+        return Err(HashError::Empty);
+    }
+    let hash = Yescrypt::default()
+        .hash_password(password.as_bytes())
+        .map_err(|e| HashError::Yescrypt(e.to_string()))?;
+    Ok(hash.as_str().to_owned())
+}
+
+/// Whether `password` matches `hash` (`$y$` yescrypt or `$6$` SHA-512 crypt). Malformed hashes never
+/// match.
+pub fn verify(password: &str, hash: &str) -> bool {
+    if hash.starts_with("$y$") {
+        Yescrypt::default()
+            .verify_password(password.as_bytes(), hash)
+            .is_ok()
+    } else if hash.starts_with("$6$") {
+        sha_crypt::ShaCrypt::default()
+            .verify_password(password.as_bytes(), hash)
+            .is_ok()
+    } else {
+        false
+    }
+}
+
+fn is_crypt_b64(s: &str) -> bool {
+    s.bytes().all(|b| CRYPT_B64.contains(&b))
+}
+
+/// Checks the shape of a crypt(3) hash dockop accepts: `$y$PARAMS$SALT$HASH` (yescrypt, 43-character
+/// hash) or `$6$[rounds=N$]SALT$HASH` (SHA-512 crypt, salt of 1-16 characters, 86-character hash). The
+/// error names what is wrong.
+pub fn check_hash_syntax(hash: &str) -> Result<(), String> {
+    if let Some(rest) = hash.strip_prefix("$y$") {
+        let fields: Vec<&str> = rest.split('$').collect();
+        let [params, salt, sum] = fields.as_slice() else {
+            return Err(format!(
+                "a yescrypt hash has the form $y$PARAMS$SALT$HASH; this one has {} field(s) after $y$",
+                fields.len()
+            ));
+        };
+        if params.is_empty() || !is_crypt_b64(params) || params.parse::<yescrypt::Params>().is_err()
+        {
+            return Err(format!(
+                "the yescrypt parameters \"{params}\" are not valid (Debian's default is j9T)"
+            ));
+        }
+        if salt.is_empty() || !is_crypt_b64(salt) {
+            return Err(
+                "the yescrypt salt is empty or has characters outside [./0-9A-Za-z]".to_owned(),
+            );
+        }
+        if sum.len() != YESCRYPT_HASH_LEN || !is_crypt_b64(sum) {
+            return Err(format!(
+                "the yescrypt hash part must be {YESCRYPT_HASH_LEN} characters of [./0-9A-Za-z], found {}",
+                sum.len()
+            ));
+        }
+        return Ok(());
+    }
+    if let Some(rest) = hash.strip_prefix("$6$") {
+        let mut fields: Vec<&str> = rest.split('$').collect();
+        if let Some(first) = fields.first()
+            && let Some(rounds) = first.strip_prefix("rounds=")
+        {
+            match rounds.parse::<u32>() {
+                Ok(n) if (1000..=999_999_999).contains(&n) => {}
+                _ => {
+                    return Err(format!(
+                        "rounds={rounds} is not valid: use 1000 to 999999999"
+                    ));
+                }
+            }
+            fields.remove(0);
+        }
+        let [salt, sum] = fields.as_slice() else {
+            return Err("a SHA-512 crypt hash has the form $6$[rounds=N$]SALT$HASH".to_owned());
+        };
+        if salt.is_empty() || salt.len() > 16 || !is_crypt_b64(salt) {
+            return Err("the SHA-512 salt must be 1-16 characters of [./0-9A-Za-z]".to_owned());
+        }
+        if sum.len() != SHA512_HASH_LEN || !is_crypt_b64(sum) {
+            return Err(format!(
+                "the SHA-512 hash part must be {SHA512_HASH_LEN} characters of [./0-9A-Za-z], found {}",
+                sum.len()
+            ));
+        }
+        return Ok(());
+    }
+    if hash.starts_with('$') {
+        let id: String = hash
+            .chars()
+            .skip(1)
+            .take_while(|c| *c != '$')
+            .take(8)
+            .collect();
+        return Err(format!(
+            "hashes of type ${id}$ are not accepted: only $y$ (yescrypt) and $6$ (SHA-512)"
+        ));
+    }
+    Err(
+        "this is not a crypt(3) hash: it must start with $y$ (yescrypt) or $6$ (SHA-512)"
+            .to_owned(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_then_verify() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$y$j9T$"), "{hash}");
+        check_hash_syntax(&hash).unwrap();
+        assert!(verify("correct horse", &hash));
+        assert!(!verify("wrong horse", &hash));
+        assert_ne!(
+            hash,
+            hash_password("correct horse").unwrap(),
+            "salts are random"
+        );
+    }
+
+    #[test]
+    fn refuses_empty() {
+        assert!(matches!(hash_password(""), Err(HashError::Empty)));
+    }
+
+    #[test]
+    fn sha512_known_answer() {
+        // From the SHA-crypt specification test vectors.
+        let hash = "$6$rounds=5000$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
+        check_hash_syntax(hash).unwrap();
+        assert!(verify("Hello world!", hash));
+        assert!(!verify("Hello world", hash));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        let good_sum = "a".repeat(43);
+        for (hash, needle) in [
+            ("hunter2", "not a crypt(3) hash"),
+            ("$1$abc$def", "$1$ are not accepted"),
+            ("$y$j9T$salt", "2 field(s)"),
+            (&format!("$y$!!$salt${good_sum}") as &str, "parameters"),
+            (&format!("$y$j9T$$${good_sum}"), "field(s)"),
+            (&format!("$y$j9T$$x{good_sum}"), "salt"),
+            ("$y$j9T$salt$short", "43 characters"),
+            ("$6$salt$short", "86 characters"),
+            ("$6$rounds=10$salt$x", "rounds=10"),
+            ("$6$waytoolongsaltvalue$x", "1-16"),
+        ] {
+            let err = check_hash_syntax(hash).expect_err(hash);
+            assert!(err.contains(needle), "{hash}: {err}");
+        }
+    }
+}

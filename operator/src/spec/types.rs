@@ -52,7 +52,10 @@ pub enum Kind {
 pub struct Metadata {
     /// Name of the object and of the Docker container: a DNS label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most
     /// 63 characters). Must be unique across every file dockop reads.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(min = 1, max = 63))]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+        length(min = 1, max = 63)
+    )]
     pub name: String,
     /// Labels copied onto the container and the named volumes dockop creates for it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -108,7 +111,10 @@ pub struct ContainerSpec {
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub init: bool,
     /// Seconds Docker waits after SIGTERM before it kills the container.
-    #[serde(default = "default_stop_timeout", skip_serializing_if = "is_default_stop_timeout")]
+    #[serde(
+        default = "default_stop_timeout",
+        skip_serializing_if = "is_default_stop_timeout"
+    )]
     #[schemars(range(max = 3600))]
     pub stop_timeout_seconds: u32,
     /// Docker restart policy.
@@ -160,7 +166,11 @@ pub struct Port {
     pub host_port: Option<u16>,
     /// Host address to bind. Defaults to `127.0.0.1`: publishing on every interface (`0.0.0.0`) must be
     /// asked for.
-    #[serde(default = "default_host_ip", skip_serializing_if = "is_default_host_ip")]
+    #[serde(
+        rename = "hostIP",
+        default = "default_host_ip",
+        skip_serializing_if = "is_default_host_ip"
+    )]
     pub host_ip: String,
     /// Transport protocol.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -248,19 +258,31 @@ pub struct Health {
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// Seconds between probes.
-    #[serde(default = "default_interval", skip_serializing_if = "is_default_interval")]
+    #[serde(
+        default = "default_interval",
+        skip_serializing_if = "is_default_interval"
+    )]
     #[schemars(range(min = 1, max = 3600))]
     pub interval_seconds: u32,
     /// Seconds one probe may take.
-    #[serde(default = "default_timeout", skip_serializing_if = "is_default_timeout")]
+    #[serde(
+        default = "default_timeout",
+        skip_serializing_if = "is_default_timeout"
+    )]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: u32,
     /// Consecutive failed probes after which a running (already healthy) container counts as unhealthy.
-    #[serde(default = "default_failure_threshold", skip_serializing_if = "is_default_failure_threshold")]
+    #[serde(
+        default = "default_failure_threshold",
+        skip_serializing_if = "is_default_failure_threshold"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub failure_threshold: u32,
     /// Seconds from start to the first healthy answer; past it the change has failed and is rolled back.
-    #[serde(default = "default_startup_deadline", skip_serializing_if = "is_default_startup_deadline")]
+    #[serde(
+        default = "default_startup_deadline",
+        skip_serializing_if = "is_default_startup_deadline"
+    )]
     #[schemars(range(min = 1, max = 86400))]
     pub startup_deadline_seconds: u32,
 }
@@ -273,7 +295,10 @@ pub struct Update {
     #[serde(default, skip_serializing_if = "is_default")]
     pub policy: UpdatePolicy,
     /// Seconds between registry checks of the followed tag (a manifest HEAD, never a pull).
-    #[serde(default = "default_check_interval", skip_serializing_if = "is_default_check_interval")]
+    #[serde(
+        default = "default_check_interval",
+        skip_serializing_if = "is_default_check_interval"
+    )]
     #[schemars(range(min = 10, max = 604800))]
     pub check_interval_seconds: u32,
     /// Verify the new image in a throwaway container (no ports, no volumes) before the running one is

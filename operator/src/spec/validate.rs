@@ -1,3 +1,1338 @@
 //! Schema (generated JSON Schema, jsonschema crate) and semantic validation.
 //!
-//! STUB: being written.
+//! Two layers, every finding reported in one run: the JSON Schema generated from the types (wrong types,
+//! ranges, unknown fields with "did you mean", enum values), then the semantic rules the schema cannot
+//! express (references, paths, hashes, uniqueness across objects, port clashes) and warnings. Each
+//! finding is mapped back to the line and column of the YAML node it is about.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::paths::LocationSegment;
+use serde_json::Value;
+
+use super::load::{Diagnostic, Document, Seg, Severity, path_to_string};
+use super::window::Window;
+use super::{API_VERSION, KIND};
+
+/// The JSON Schema of the `Container` resource, generated from the types.
+pub fn json_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(super::Container)).unwrap_or(Value::Null)
+}
+
+struct SchemaCache {
+    schema: Value,
+    validator: Result<jsonschema::Validator, String>,
+}
+
+fn schema_cache() -> &'static SchemaCache {
+    static CACHE: OnceLock<SchemaCache> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        let schema = json_schema();
+        let validator = jsonschema::validator_for(&schema).map_err(|e| e.to_string());
+        SchemaCache { schema, validator }
+    })
+}
+
+/// A finding before it is placed in a file.
+#[derive(Debug)]
+struct Finding {
+    severity: Severity,
+    path: Vec<Seg>,
+    /// Point at the key of the last path step rather than at its value.
+    at_key: bool,
+    problem: String,
+    fix: Option<String>,
+}
+
+impl Finding {
+    fn error(path: Vec<Seg>, problem: impl Into<String>, fix: Option<String>) -> Self {
+        Finding {
+            severity: Severity::Error,
+            path,
+            at_key: false,
+            problem: problem.into(),
+            fix,
+        }
+    }
+    fn warning(path: Vec<Seg>, problem: impl Into<String>, fix: Option<String>) -> Self {
+        Finding {
+            severity: Severity::Warning,
+            path,
+            at_key: false,
+            problem: problem.into(),
+            fix,
+        }
+    }
+    fn at_key(mut self) -> Self {
+        self.at_key = true;
+        self
+    }
+}
+
+fn k(s: &str) -> Seg {
+    Seg::Key(s.to_owned())
+}
+
+fn join(path: &[Seg], seg: Seg) -> Vec<Seg> {
+    let mut p = path.to_vec();
+    p.push(seg);
+    p
+}
+
+/// Checks every document, alone and against the others; returns the findings per document, in order.
+pub(crate) fn check_documents(docs: &[Document]) -> Vec<Vec<Diagnostic>> {
+    let mut per_doc: Vec<Vec<Finding>> = docs.iter().map(check_document).collect();
+    check_across(docs, &mut per_doc);
+    docs.iter()
+        .zip(per_doc)
+        .map(|(doc, findings)| {
+            let mut found: Vec<Diagnostic> = findings
+                .into_iter()
+                .map(|f| {
+                    let (line, column) = if f.at_key {
+                        doc.root.key_position(&f.path)
+                    } else {
+                        doc.root.position(&f.path)
+                    };
+                    Diagnostic {
+                        severity: f.severity,
+                        file: doc.file.clone(),
+                        line,
+                        column,
+                        field: path_to_string(&f.path),
+                        problem: f.problem,
+                        fix: f.fix,
+                    }
+                })
+                .collect();
+            found.sort_by_key(|d| (d.line, d.column));
+            found
+        })
+        .collect()
+}
+
+/// Schema then semantic findings of one document; a semantic finding on a path the schema already
+/// complained about is dropped.
+fn check_document(doc: &Document) -> Vec<Finding> {
+    let mut findings = schema_findings(&doc.json);
+    let schema_count = findings.len();
+    let mut semantic = Vec::new();
+    semantic_findings(&doc.json, &mut semantic);
+    for f in semantic {
+        let seen = findings
+            .iter()
+            .take(schema_count)
+            .any(|s| s.severity == Severity::Error && s.path == f.path);
+        if !seen {
+            findings.push(f);
+        }
+    }
+    findings
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Layer 1: the JSON Schema.
+// ---------------------------------------------------------------------------------------------------
+
+fn schema_findings(json: &Value) -> Vec<Finding> {
+    let cache = schema_cache();
+    let validator = match &cache.validator {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Finding::error(
+                Vec::new(),
+                format!("dockop's own schema does not compile: {e}"),
+                Some("this is a bug in dockop: please report it".to_owned()),
+            )];
+        }
+    };
+    let mut out: Vec<Finding> = Vec::new();
+    for err in validator.iter_errors(json) {
+        convert_error(&cache.schema, json, &err, &mut out);
+    }
+    // One finding per place: the first is the most direct.
+    let mut seen: Vec<(Vec<Seg>, bool)> = Vec::new();
+    out.retain(|f| {
+        let key = (f.path.clone(), f.at_key);
+        if seen.contains(&key) {
+            false
+        } else {
+            seen.push(key);
+            true
+        }
+    });
+    out
+}
+
+fn instance_path(err: &jsonschema::ValidationError<'_>) -> Vec<Seg> {
+    err.instance_path()
+        .segments()
+        .map(|s| match s {
+            LocationSegment::Property(p) => Seg::Key(p.into_owned()),
+            LocationSegment::Index(i) => Seg::Index(i),
+        })
+        .collect()
+}
+
+fn convert_error(
+    schema: &Value,
+    json: &Value,
+    err: &jsonschema::ValidationError<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let path = instance_path(err);
+    let instance = err.instance();
+    let node_schema = schema_at(schema, &path);
+    match err.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected }
+        | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            for key in unexpected {
+                out.push(unknown_field(schema, &path, key));
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property.as_str().unwrap_or_default().to_owned();
+            let fix = match name.as_str() {
+                "apiVersion" => format!("add `apiVersion: {API_VERSION}`"),
+                "kind" => format!("add `kind: {KIND}`"),
+                _ => {
+                    let desc = node_schema
+                        .and_then(|s| s.get("properties"))
+                        .and_then(|p| p.get(&name))
+                        .and_then(|p| {
+                            resolve(schema, p)
+                                .get("description")
+                                .or_else(|| p.get("description"))
+                        })
+                        .and_then(Value::as_str)
+                        .map(first_sentence);
+                    match desc {
+                        Some(d) => format!("add `{name}:` ({d})"),
+                        None => format!("add `{name}:`"),
+                    }
+                }
+            };
+            // The field does not exist, so the finding lands on the mapping that lacks it.
+            out.push(Finding::error(
+                join(&path, Seg::Key(name.clone())),
+                format!("missing required field \"{name}\""),
+                Some(fix),
+            ));
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected: Vec<String> = match kind {
+                TypeKind::Single(t) => vec![t.to_string()],
+                TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect(),
+            };
+            out.push(type_error(path, &expected, instance));
+        }
+        ValidationErrorKind::Enum { options } => {
+            let allowed: Vec<String> = options
+                .as_array()
+                .map(|a| a.iter().map(value_plain).collect())
+                .unwrap_or_default();
+            out.push(not_allowed(path, instance, &allowed));
+        }
+        ValidationErrorKind::Constant { expected_value } => {
+            out.push(not_allowed(path, instance, &[value_plain(expected_value)]));
+        }
+        ValidationErrorKind::Minimum { .. }
+        | ValidationErrorKind::Maximum { .. }
+        | ValidationErrorKind::ExclusiveMinimum { .. }
+        | ValidationErrorKind::ExclusiveMaximum { .. } => {
+            let min = node_schema.and_then(|s| s.get("minimum")).map(value_text);
+            let max = node_schema.and_then(|s| s.get("maximum")).map(value_text);
+            let range = match (&min, &max) {
+                (Some(a), Some(b)) => format!("between {a} and {b}"),
+                (Some(a), None) => format!("at least {a}"),
+                (None, Some(b)) => format!("at most {b}"),
+                (None, None) => "in range".to_owned(),
+            };
+            out.push(Finding::error(
+                path,
+                format!(
+                    "{} is out of range: it must be {range}",
+                    value_text(instance)
+                ),
+                Some(format!("use a value {range}")),
+            ));
+        }
+        ValidationErrorKind::MinLength { limit } => {
+            let problem = if *limit <= 1 {
+                "must not be empty".to_owned()
+            } else {
+                format!("is too short: at least {limit} characters")
+            };
+            let fix = pattern_help(&path).map(str::to_owned);
+            out.push(Finding::error(path, problem, fix));
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            let len = instance.as_str().map_or(0, |s| s.chars().count());
+            let fix = pattern_help(&path)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("shorten it to {limit} characters"));
+            out.push(Finding::error(
+                path,
+                format!("is {len} characters long; at most {limit} are allowed"),
+                Some(fix),
+            ));
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            let what = pattern_what(&path);
+            let fix = pattern_help(&path)
+                .map_or_else(|| format!("it must match {pattern}"), str::to_owned);
+            out.push(Finding::error(
+                path,
+                format!("{} is not a valid {what}", value_text(instance)),
+                Some(fix),
+            ));
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            convert_alternatives(schema, json, &path, instance, context, out);
+        }
+        _ => {
+            out.push(Finding::error(path, err.to_string(), None));
+        }
+    }
+}
+
+/// Errors of `anyOf`/`oneOf`: `Option<T>` (a branch and `null`) or an enum of documented constants.
+fn convert_alternatives(
+    schema: &Value,
+    json: &Value,
+    path: &[Seg],
+    instance: &Value,
+    context: &[Vec<jsonschema::ValidationError<'static>>],
+    out: &mut Vec<Finding>,
+) {
+    let same_place = |e: &jsonschema::ValidationError<'_>| instance_path(e) == path;
+    let mut consts = Vec::new();
+    let mut types = Vec::new();
+    let mut all_shallow = true;
+    for branch in context {
+        for e in branch {
+            match e.kind() {
+                ValidationErrorKind::Constant { expected_value } if same_place(e) => {
+                    consts.push(value_plain(expected_value));
+                }
+                ValidationErrorKind::Enum { options } if same_place(e) => {
+                    consts.extend(options.as_array().into_iter().flatten().map(value_plain));
+                }
+                ValidationErrorKind::Type { kind } if same_place(e) => match kind {
+                    TypeKind::Single(t) => types.push(t.to_string()),
+                    TypeKind::Multiple(set) => types.extend(set.iter().map(|t| t.to_string())),
+                },
+                _ => all_shallow = false,
+            }
+        }
+    }
+    if all_shallow {
+        if !consts.is_empty() {
+            consts.dedup();
+            out.push(not_allowed(path.to_vec(), instance, &consts));
+        } else {
+            types.retain(|t| t != "null");
+            types.dedup();
+            out.push(type_error(path.to_vec(), &types, instance));
+        }
+        return;
+    }
+    // Report the branch that got furthest: the one whose errors are not about the value's own type.
+    let best = context.iter().find(|branch| {
+        !branch.is_empty()
+            && branch
+                .iter()
+                .all(|e| !(same_place(e) && matches!(e.kind(), ValidationErrorKind::Type { .. })))
+    });
+    match best {
+        Some(branch) => {
+            for e in branch {
+                convert_error(schema, json, e, out);
+            }
+        }
+        None => out.push(Finding::error(
+            path.to_vec(),
+            "does not match any allowed form",
+            None,
+        )),
+    }
+}
+
+fn unknown_field(schema: &Value, path: &[Seg], key: &str) -> Finding {
+    let field = join(path, Seg::Key(key.to_owned()));
+    if key == "password"
+        && matches!(path, [Seg::Key(s), Seg::Key(u), Seg::Index(_)] if s == "spec" && u == "users")
+    {
+        return Finding::error(
+            field,
+            "plaintext passwords are not accepted",
+            Some("run `dockop hash-password` and put its output in passwordHash (or in a file named by passwordFile)".to_owned()),
+        )
+        .at_key();
+    }
+    let allowed: Vec<String> = schema_at(schema, path)
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    let fix = match did_you_mean(key, &allowed) {
+        Some(s) => format!("did you mean \"{s}\"?"),
+        None if allowed.is_empty() => "remove it".to_owned(),
+        None => format!("remove it; the fields here are: {}", allowed.join(", ")),
+    };
+    Finding::error(field, format!("unknown field \"{key}\""), Some(fix)).at_key()
+}
+
+fn not_allowed(path: Vec<Seg>, instance: &Value, allowed: &[String]) -> Finding {
+    if let [Seg::Key(f)] = path.as_slice()
+        && (f == "apiVersion" || f == "kind")
+    {
+        let expected = if f == "apiVersion" { API_VERSION } else { KIND };
+        return Finding::error(
+            path.clone(),
+            format!("{f} must be \"{expected}\", found {}", value_text(instance)),
+            Some(format!("set `{f}: {expected}`")),
+        );
+    }
+    let hint = instance
+        .as_str()
+        .and_then(|s| did_you_mean(s, allowed))
+        .map(|s| format!(" (did you mean \"{s}\"?)"))
+        .unwrap_or_default();
+    Finding::error(
+        path,
+        format!("{} is not an allowed value", value_text(instance)),
+        Some(format!("use one of: {}{hint}", allowed.join(", "))),
+    )
+}
+
+fn type_name(t: &str) -> &'static str {
+    match t {
+        "string" => "a string",
+        "integer" => "an integer",
+        "number" => "a number",
+        "boolean" => "true or false",
+        "object" => "a mapping (key: value lines)",
+        "array" => "a list",
+        "null" => "nothing (null)",
+        _ => "a value of another type",
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "nothing (null)".to_owned(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {}", quote(s)),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a mapping".to_owned(),
+    }
+}
+
+fn type_error(path: Vec<Seg>, expected: &[String], instance: &Value) -> Finding {
+    let mut expected: Vec<&str> = expected
+        .iter()
+        .map(String::as_str)
+        .filter(|t| *t != "null")
+        .collect();
+    if expected.is_empty() {
+        expected.push("null");
+    }
+    let wants = |t: &str| expected.contains(&t);
+    let names: Vec<&str> = expected.iter().map(|t| type_name(t)).collect();
+    let fix = match instance {
+        Value::Number(_) | Value::Bool(_) if wants("string") => {
+            Some(format!("quote the value: \"{}\"", value_plain(instance)))
+        }
+        Value::String(s) if wants("integer") && s.trim().parse::<i64>().is_ok() => {
+            Some(format!("remove the quotes: {}", s.trim()))
+        }
+        Value::String(s) if wants("boolean") && (s == "true" || s == "false") => {
+            Some(format!("remove the quotes: {s}"))
+        }
+        Value::String(s) if wants("boolean") => Some(match s.to_ascii_lowercase().as_str() {
+            "yes" | "on" | "y" => "write true (YAML 1.2 has no yes/on)".to_owned(),
+            "no" | "off" | "n" => "write false (YAML 1.2 has no no/off)".to_owned(),
+            _ => "write true or false".to_owned(),
+        }),
+        Value::Number(_) if wants("integer") => Some("use a whole number".to_owned()),
+        _ if wants("array") => Some("write a list: one `- item` per line, or [a, b]".to_owned()),
+        Value::Null if wants("object") => {
+            Some("indent the fields under it, or remove the key".to_owned())
+        }
+        _ if wants("object") => Some("write `key: value` lines indented under it".to_owned()),
+        _ => None,
+    };
+    Finding::error(
+        path,
+        format!(
+            "expected {}, found {}",
+            names.join(" or "),
+            describe(instance)
+        ),
+        fix,
+    )
+}
+
+/// The name of what a pattern-checked field holds.
+fn pattern_what(path: &[Seg]) -> &'static str {
+    match path {
+        [Seg::Key(m), Seg::Key(n)] if m == "metadata" && n == "name" => "name",
+        [.., Seg::Key(u), Seg::Index(_), Seg::Key(n)] if u == "users" && n == "name" => "user name",
+        [.., Seg::Key(e), Seg::Index(_), Seg::Key(n)] if e == "env" && n == "name" => {
+            "environment variable name"
+        }
+        _ => "value",
+    }
+}
+
+/// How to write a pattern-checked field, explained.
+fn pattern_help(path: &[Seg]) -> Option<&'static str> {
+    match pattern_what(path) {
+        "name" => Some(
+            "use a DNS label: 1-63 characters of lowercase letters, digits and '-', starting and ending with a letter or digit (e.g. my-app-1)",
+        ),
+        "user name" => Some(
+            "use 1-32 characters: a lowercase letter or '_' first, then lowercase letters, digits, '_' or '-'",
+        ),
+        "environment variable name" => {
+            Some("use letters, digits and '_', not starting with a digit (e.g. API_KEY)")
+        }
+        _ => None,
+    }
+}
+
+/// The schema node describing the instance at `path` (through `$ref`, `Option` and `items`).
+fn schema_at<'a>(root: &'a Value, path: &[Seg]) -> Option<&'a Value> {
+    let mut node = resolve(root, root);
+    for seg in path {
+        let next = match seg {
+            Seg::Key(key) => node
+                .get("properties")
+                .and_then(|p| p.get(key))
+                .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?,
+            Seg::Index(_) => node.get("items")?,
+        };
+        node = resolve(root, next);
+    }
+    Some(node)
+}
+
+/// Follows `$ref` and unwraps `anyOf: [X, {type: null}]`.
+fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
+    for _ in 0..16 {
+        if let Some(r) = node.get("$ref").and_then(Value::as_str) {
+            match r
+                .strip_prefix("#/$defs/")
+                .and_then(|name| root.get("$defs")?.get(name))
+            {
+                Some(target) => node = target,
+                None => return node,
+            }
+            continue;
+        }
+        if let Some(branches) = node.get("anyOf").and_then(Value::as_array) {
+            let non_null: Vec<&Value> = branches
+                .iter()
+                .filter(|b| b.get("type").and_then(Value::as_str) != Some("null"))
+                .collect();
+            if let [only] = non_null.as_slice() {
+                node = only;
+                continue;
+            }
+        }
+        return node;
+    }
+    node
+}
+
+/// The first sentence of a description: up to a ". " followed by a capital letter.
+fn first_sentence(s: &str) -> String {
+    let one_line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let end = one_line
+        .match_indices(". ")
+        .find(|(i, _)| {
+            one_line
+                .get(i + 2..)
+                .and_then(|r| r.chars().next())
+                .is_some_and(|c| c.is_ascii_uppercase())
+        })
+        .map(|(i, _)| i);
+    match end {
+        Some(i) => one_line.get(..i).unwrap_or(&one_line).to_owned(),
+        None => one_line.trim_end_matches('.').to_owned(),
+    }
+}
+
+fn quote(s: &str) -> String {
+    let short: String = s.chars().take(80).collect();
+    let ellipsis = if s.chars().count() > 80 { "..." } else { "" };
+    format!("\"{}{ellipsis}\"", short.escape_debug())
+}
+
+/// A value for a message: strings quoted.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => quote(s),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a mapping".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A scalar as it was written, unquoted.
+fn value_plain(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    let idx = |i: usize, j: usize| i * width + j;
+    for i in 0..=a.len() {
+        d[idx(i, 0)] = i;
+    }
+    for j in 0..=b.len() {
+        d[idx(0, j)] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[idx(i - 1, j)] + 1)
+                .min(d[idx(i, j - 1)] + 1)
+                .min(d[idx(i - 1, j - 1)] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[idx(i - 2, j - 2)] + 1);
+            }
+            d[idx(i, j)] = v;
+        }
+    }
+    d[idx(a.len(), b.len())]
+}
+
+/// The closest candidate when it is near enough to be a typo (or differs only in case or `_`/`-`).
+pub(crate) fn did_you_mean(word: &str, candidates: &[String]) -> Option<String> {
+    if word.chars().count() > 64 {
+        return None;
+    }
+    let norm = |s: &str| {
+        s.chars()
+            .filter(|c| *c != '_' && *c != '-')
+            .flat_map(char::to_lowercase)
+            .collect::<String>()
+    };
+    let w = norm(word);
+    if let Some(c) = candidates.iter().find(|c| norm(c) == w) {
+        return Some(c.clone());
+    }
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&w, &norm(c)), c))
+        .filter(|(d, c)| *d <= 2.min(c.chars().count() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Layer 2: semantic rules on one object.
+// ---------------------------------------------------------------------------------------------------
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, key| v.get(key))
+}
+
+fn items(v: Option<&Value>) -> impl Iterator<Item = (usize, &Value)> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn present(v: &Value, key: &str) -> bool {
+    v.get(key).is_some_and(|x| !x.is_null())
+}
+
+fn spec_path(rest: &[Seg]) -> Vec<Seg> {
+    let mut p = vec![k("spec")];
+    p.extend_from_slice(rest);
+    p
+}
+
+fn is_absolute(p: &str) -> bool {
+    p.starts_with('/')
+}
+
+const ABSOLUTE_FIX: &str = "use an absolute path, starting with /";
+
+fn semantic_findings(json: &Value, out: &mut Vec<Finding>) {
+    if let Some(labels) = get(json, &["metadata", "labels"]).and_then(Value::as_object) {
+        check_labels(labels, out);
+    }
+    let Some(spec) = json.get("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    if let Some(image) = str_at(spec, "image")
+        && !image.is_empty()
+        && let Err(why) = check_image_reference(image)
+    {
+        out.push(Finding::error(
+            spec_path(&[k("image")]),
+            format!("{} is not a valid image reference: {why}", quote(image)),
+            Some("write it as [REGISTRY[:PORT]/]PATH[:TAG][@sha256:DIGEST], e.g. 127.0.0.1:5000/web:v1".to_owned()),
+        ));
+    }
+    if let Some(digest) = str_at(spec, "digest") {
+        if !is_sha256_digest(digest) {
+            out.push(Finding::error(
+                spec_path(&[k("digest")]),
+                format!("{} is not a digest", quote(digest)),
+                Some("use sha256: followed by 64 lowercase hex digits, as `docker buildx imagetools inspect IMAGE` prints it".to_owned()),
+            ));
+        } else if let Some((_, pinned)) = str_at(spec, "image").and_then(|i| i.split_once('@'))
+            && pinned != digest
+        {
+            out.push(Finding::error(
+                spec_path(&[k("digest")]),
+                "the digest differs from the one in `image`",
+                Some("pin the digest in one place only".to_owned()),
+            ));
+        }
+    }
+    check_env(spec, out);
+    check_volumes(spec, out);
+    check_users(spec, out);
+    check_ports(spec, out);
+    check_health(spec, out);
+    if let Some(window) = get(spec, &["update", "window"]).and_then(Value::as_str)
+        && let Err(why) = Window::parse(window)
+    {
+        out.push(Finding::error(
+            spec_path(&[k("update"), k("window")]),
+            format!("{} is not an update window: {why}", quote(window)),
+            Some("write it as `[DAYS] HH:MM-HH:MM ZONE`, e.g. `Mon-Fri 02:00-04:00 UTC` or `Sat,Sun 22:00-02:00 +02:00`".to_owned()),
+        ));
+    }
+    if spec.get("init") == Some(&Value::Bool(false)) {
+        let timeout = spec
+            .get("stopTimeoutSeconds")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::from(super::DEFAULT_STOP_TIMEOUT));
+        out.push(Finding::warning(
+            spec_path(&[k("init")]),
+            format!(
+                "init is off: many apps ignore SIGTERM when they run as PID 1, so every stop (each update and rollback) waits the full stopTimeoutSeconds ({timeout} s) before Docker kills the app"
+            ),
+            Some("remove `init: false` unless the image runs its own init (tini, dumb-init) or handles SIGTERM as PID 1".to_owned()),
+        ));
+    }
+}
+
+fn check_labels(labels: &serde_json::Map<String, Value>, out: &mut Vec<Finding>) {
+    for (key, value) in labels {
+        let path = vec![k("metadata"), k("labels"), Seg::Key(key.clone())];
+        if key.is_empty() {
+            out.push(
+                Finding::error(
+                    path,
+                    "label keys must not be empty",
+                    Some("give the label a name".to_owned()),
+                )
+                .at_key(),
+            );
+        } else if key.starts_with("dockop.dev/") {
+            out.push(
+                Finding::error(
+                    path,
+                    format!(
+                        "label key \"{key}\" is reserved: dockop sets dockop.dev/ labels itself"
+                    ),
+                    Some("use another prefix, e.g. example.com/".to_owned()),
+                )
+                .at_key(),
+            );
+        } else if key.len() > 253
+            || key
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '=')
+        {
+            out.push(
+                Finding::error(
+                    path,
+                    format!("label key {} is not usable: keys have no spaces, control characters or '='", quote(key)),
+                    Some("use letters, digits, '.', '-', '_' and '/', e.g. team or example.com/owner".to_owned()),
+                )
+                .at_key(),
+            );
+        } else if let Some(v) = value.as_str()
+            && v.chars().any(char::is_control)
+        {
+            out.push(Finding::error(
+                path,
+                "label values must be a single line without control characters",
+                Some("put long or multi-line text in metadata.annotations".to_owned()),
+            ));
+        }
+    }
+}
+
+fn check_env(spec: &Value, out: &mut Vec<Finding>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, env) in items(spec.get("env")) {
+        let base = [k("env"), Seg::Index(i)];
+        if let Some(name) = str_at(env, "name") {
+            if let Some(first) = seen.get(name) {
+                out.push(Finding::error(
+                    spec_path(&[base[0].clone(), base[1].clone(), k("name")]),
+                    format!(
+                        "environment variable \"{name}\" is set twice (first at spec.env[{first}])"
+                    ),
+                    Some("keep one of them".to_owned()),
+                ));
+            } else {
+                seen.insert(name, i);
+            }
+        }
+        match (present(env, "value"), present(env, "valueFrom")) {
+            (true, true) => out.push(Finding::error(
+                spec_path(&[base[0].clone(), base[1].clone(), k("valueFrom")]),
+                "both value and valueFrom are set",
+                Some("keep exactly one of value and valueFrom".to_owned()),
+            )),
+            (false, false) if env.is_object() => out.push(Finding::error(
+                spec_path(&base),
+                "neither value nor valueFrom is set",
+                Some("add `value: ...` (use value: \"\" for an empty variable) or `valueFrom: {file: /path}`".to_owned()),
+            )),
+            _ => {}
+        }
+        if let Some(file) = get(env, &["valueFrom", "file"]).and_then(Value::as_str)
+            && !is_absolute(file)
+        {
+            out.push(Finding::error(
+                spec_path(&[base[0].clone(), base[1].clone(), k("valueFrom"), k("file")]),
+                format!("{} is not an absolute path", quote(file)),
+                Some(ABSOLUTE_FIX.to_owned()),
+            ));
+        }
+    }
+}
+
+fn check_volumes(spec: &Value, out: &mut Vec<Finding>) {
+    let mut mounts: HashMap<String, usize> = HashMap::new();
+    for (i, vol) in items(spec.get("volumes")) {
+        let at = |f: &str| spec_path(&[k("volumes"), Seg::Index(i), k(f)]);
+        match (present(vol, "name"), present(vol, "hostPath")) {
+            (true, true) => out.push(Finding::error(
+                at("hostPath"),
+                "both name and hostPath are set",
+                Some(
+                    "use name for a named Docker volume or hostPath for a bind mount, not both"
+                        .to_owned(),
+                ),
+            )),
+            (false, false) if vol.is_object() => out.push(Finding::error(
+                spec_path(&[k("volumes"), Seg::Index(i)]),
+                "neither name nor hostPath is set",
+                Some(
+                    "add `name: my-data` (a named volume) or `hostPath: /srv/data` (a bind mount)"
+                        .to_owned(),
+                ),
+            )),
+            _ => {}
+        }
+        if let Some(name) = str_at(vol, "name")
+            && !is_volume_name(name)
+        {
+            out.push(Finding::error(
+                at("name"),
+                format!("{} is not a valid volume name", quote(name)),
+                Some(
+                    "use letters, digits, '_', '.' and '-', starting with a letter or digit"
+                        .to_owned(),
+                ),
+            ));
+        }
+        if let Some(host) = str_at(vol, "hostPath")
+            && !is_absolute(host)
+        {
+            out.push(Finding::error(
+                at("hostPath"),
+                format!("{} is not an absolute path", quote(host)),
+                Some(ABSOLUTE_FIX.to_owned()),
+            ));
+        }
+        if let Some(mount) = str_at(vol, "mountPath") {
+            if !is_absolute(mount) {
+                out.push(Finding::error(
+                    at("mountPath"),
+                    format!("{} is not an absolute path", quote(mount)),
+                    Some(ABSOLUTE_FIX.to_owned()),
+                ));
+            } else if mount.trim_end_matches('/').is_empty() {
+                out.push(Finding::error(
+                    at("mountPath"),
+                    "cannot mount over the container's root /",
+                    Some("mount at a directory such as /data".to_owned()),
+                ));
+            } else {
+                let normal = mount.trim_end_matches('/').to_owned();
+                if let Some(first) = mounts.get(&normal) {
+                    out.push(Finding::error(
+                        at("mountPath"),
+                        format!("{} is already used by spec.volumes[{first}]", quote(mount)),
+                        Some("mount each volume at its own path".to_owned()),
+                    ));
+                } else {
+                    mounts.insert(normal, i);
+                }
+            }
+        }
+    }
+}
+
+fn is_volume_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_users(spec: &Value, out: &mut Vec<Finding>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, user) in items(spec.get("users")) {
+        let at = |f: &str| spec_path(&[k("users"), Seg::Index(i), k(f)]);
+        if let Some(name) = str_at(user, "name") {
+            if let Some(first) = seen.get(name) {
+                out.push(Finding::error(
+                    at("name"),
+                    format!("user \"{name}\" is listed twice (first at spec.users[{first}])"),
+                    Some("keep one entry per user".to_owned()),
+                ));
+            } else {
+                seen.insert(name, i);
+            }
+        }
+        if present(user, "passwordHash") && present(user, "passwordFile") {
+            out.push(Finding::error(
+                at("passwordFile"),
+                "both passwordHash and passwordFile are set",
+                Some("keep one of them (or neither, for an account without a password)".to_owned()),
+            ));
+        }
+        if let Some(hash) = str_at(user, "passwordHash")
+            && let Err(why) = super::password::check_hash_syntax(hash)
+        {
+            out.push(Finding::error(
+                at("passwordHash"),
+                format!("not a usable password hash: {why}"),
+                Some("run `dockop hash-password` and paste its output here".to_owned()),
+            ));
+        }
+        if let Some(file) = str_at(user, "passwordFile")
+            && !is_absolute(file)
+        {
+            out.push(Finding::error(
+                at("passwordFile"),
+                format!("{} is not an absolute path", quote(file)),
+                Some(ABSOLUTE_FIX.to_owned()),
+            ));
+        }
+    }
+}
+
+/// A published port, for the clash checks.
+#[derive(Debug, Clone)]
+struct Binding {
+    ip: Option<IpAddr>,
+    ip_text: String,
+    port: u64,
+    protocol: String,
+    index: usize,
+}
+
+fn bindings(spec: &Value) -> Vec<Binding> {
+    items(spec.get("ports"))
+        .filter_map(|(index, p)| {
+            let container = p.get("containerPort").and_then(Value::as_u64)?;
+            let port = match p.get("hostPort") {
+                None | Some(Value::Null) => container,
+                Some(v) => v.as_u64()?,
+            };
+            let ip_text = match p.get("hostIP") {
+                None | Some(Value::Null) => "127.0.0.1".to_owned(),
+                Some(v) => v.as_str()?.to_owned(),
+            };
+            let protocol = match p.get("protocol") {
+                None | Some(Value::Null) => "tcp".to_owned(),
+                Some(v) => v.as_str()?.to_owned(),
+            };
+            Some(Binding {
+                ip: ip_text.parse().ok(),
+                ip_text,
+                port,
+                protocol,
+                index,
+            })
+        })
+        .collect()
+}
+
+fn clashes(a: &Binding, b: &Binding) -> bool {
+    a.port == b.port
+        && a.protocol == b.protocol
+        && match (a.ip, b.ip) {
+            (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+            _ => a.ip_text == b.ip_text,
+        }
+}
+
+fn check_ports(spec: &Value, out: &mut Vec<Finding>) {
+    let list = bindings(spec);
+    for (n, b) in list.iter().enumerate() {
+        let at = |f: &str| spec_path(&[k("ports"), Seg::Index(b.index), k(f)]);
+        if b.ip.is_none() {
+            out.push(Finding::error(
+                at("hostIP"),
+                format!("{} is not an IP address", quote(&b.ip_text)),
+                Some("use an IPv4 or IPv6 address, e.g. 127.0.0.1 (this host only) or 0.0.0.0 (every interface)".to_owned()),
+            ));
+        }
+        if let Some(first) = list.iter().take(n).find(|a| clashes(a, b)) {
+            out.push(Finding::error(
+                at("hostPort"),
+                format!(
+                    "host port {}/{} on {} is already published by spec.ports[{}]",
+                    b.port, b.protocol, b.ip_text, first.index
+                ),
+                Some("use another hostPort".to_owned()),
+            ));
+        }
+    }
+    let has_users = spec
+        .get("users")
+        .and_then(Value::as_array)
+        .is_some_and(|u| !u.is_empty());
+    if !has_users {
+        for b in &list {
+            if let Some(ip) = b.ip
+                && !ip.is_loopback()
+            {
+                out.push(Finding::warning(
+                    spec_path(&[k("ports"), Seg::Index(b.index), k("hostIP")]),
+                    format!(
+                        "network exposed without authentication: port {}/{} is published on {} and no users are configured",
+                        b.port, b.protocol, b.ip_text
+                    ),
+                    Some("publish on 127.0.0.1 (and reach it through a proxy or tunnel), or configure users with password hashes".to_owned()),
+                ));
+            }
+        }
+    }
+}
+
+fn check_health(spec: &Value, out: &mut Vec<Finding>) {
+    let Some(health) = spec.get("health").filter(|h| h.is_object()) else {
+        return;
+    };
+    if let Some(path) = str_at(health, "path")
+        && !path.starts_with('/')
+    {
+        out.push(Finding::error(
+            spec_path(&[k("health"), k("path")]),
+            format!("{} does not start with /", quote(path)),
+            Some(format!(
+                "write it as an absolute URL path, e.g. /{}",
+                path.trim_start_matches('/')
+            )),
+        ));
+    }
+    let ports: Vec<u64> = items(spec.get("ports"))
+        .filter_map(|(_, p)| p.get("containerPort").and_then(Value::as_u64))
+        .collect();
+    if let Some(port) = health.get("port").and_then(Value::as_u64)
+        && !ports.is_empty()
+        && !ports.contains(&port)
+    {
+        let list: Vec<String> = ports.iter().map(u64::to_string).collect();
+        out.push(Finding::error(
+            spec_path(&[k("health"), k("port")]),
+            format!(
+                "port {port} is not one of the container ports ({})",
+                list.join(", ")
+            ),
+            Some("probe a port listed in spec.ports[].containerPort".to_owned()),
+        ));
+    }
+}
+
+/// `sha256:` followed by 64 lowercase hex digits.
+pub fn is_sha256_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// Checks an image reference against Docker's reference grammar:
+/// `[HOST[:PORT]/]PATH[:TAG][@sha256:DIGEST]`.
+pub fn check_image_reference(image: &str) -> Result<(), String> {
+    if image.chars().any(char::is_whitespace) {
+        return Err("it contains whitespace".to_owned());
+    }
+    let (rest, digest) = match image.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (image, None),
+    };
+    if let Some(d) = digest
+        && !is_sha256_digest(d)
+    {
+        return Err(
+            "the part after @ must be sha256: followed by 64 lowercase hex digits".to_owned(),
+        );
+    }
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest.get(last_slash..).and_then(|tail| tail.rfind(':')) {
+        Some(colon) => {
+            let split = last_slash + colon;
+            (rest.get(..split).unwrap_or(rest), rest.get(split + 1..))
+        }
+        None => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = !tag.is_empty()
+            && tag.len() <= 128
+            && tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Err(format!(
+                "the tag \"{tag}\" must be 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'"
+            ));
+        }
+    }
+    if name.is_empty() {
+        return Err("the repository name is empty".to_owned());
+    }
+    if name.len() > 255 {
+        return Err("the repository name is longer than 255 characters".to_owned());
+    }
+    let mut components: Vec<&str> = name.split('/').collect();
+    if components.len() > 1
+        && let Some(first) = components.first().copied()
+        && (first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || first.chars().any(|c| c.is_ascii_uppercase()))
+    {
+        check_registry_host(first)?;
+        components.remove(0);
+    }
+    for c in components {
+        if c.is_empty() {
+            return Err("it has an empty path component (//)".to_owned());
+        }
+        if c.chars().any(|ch| ch.is_ascii_uppercase()) {
+            return Err("repository names must be lowercase".to_owned());
+        }
+        if !is_path_component(c) {
+            return Err(format!(
+                "the path component \"{c}\" must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_path_component(c: &str) -> bool {
+    let bytes = c.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
+        return false;
+    }
+    // Separators: '.', '_', '__', or one or more '-'.
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if alnum(&b) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && !alnum(&bytes[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+fn check_registry_host(host: &str) -> Result<(), String> {
+    let bad = || format!("the registry \"{host}\" is not a valid HOST[:PORT]");
+    let (h, port) = if let Some(rest) = host.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
+        v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(bad()),
+        };
+        (None, port)
+    } else {
+        match host.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(host), None),
+        }
+    };
+    if let Some(p) = port
+        && !(p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0))
+    {
+        return Err(bad());
+    }
+    if let Some(h) = h {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if !h.split('.').all(label_ok) {
+            return Err(bad());
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Across objects.
+// ---------------------------------------------------------------------------------------------------
+
+fn check_across(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
+    let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut published: Vec<(usize, Binding)> = Vec::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let Some(findings) = per_doc.get_mut(d) else {
+            continue;
+        };
+        if let Some(name) = get(&doc.json, &["metadata", "name"]).and_then(Value::as_str) {
+            match names.get(name).and_then(|first| docs.get(*first)) {
+                Some(first) => findings.push(Finding::error(
+                    vec![k("metadata"), k("name")],
+                    format!(
+                        "name \"{name}\" is already used by the object at {}:{}",
+                        first.file.display(),
+                        first.root.line
+                    ),
+                    Some("names must be unique across every file: rename one of them".to_owned()),
+                )),
+                None => {
+                    names.insert(name, d);
+                }
+            }
+        }
+        let Some(spec) = doc.json.get("spec") else {
+            continue;
+        };
+        let mine = bindings(spec);
+        for b in &mine {
+            if let Some((other, first)) = published.iter().find(|(o, a)| *o != d && clashes(a, b))
+                && let Some(other_doc) = docs.get(*other)
+            {
+                let (line, _) = other_doc
+                    .root
+                    .position(&spec_path(&[k("ports"), Seg::Index(first.index)]));
+                let who = get(&other_doc.json, &["metadata", "name"])
+                    .and_then(Value::as_str)
+                    .unwrap_or("another object");
+                findings.push(Finding::error(
+                    spec_path(&[k("ports"), Seg::Index(b.index), k("hostPort")]),
+                    format!(
+                        "host port {}/{} on {} is already published by \"{who}\" ({}:{line})",
+                        b.port,
+                        b.protocol,
+                        b.ip_text,
+                        other_doc.file.display()
+                    ),
+                    Some("use another hostPort or hostIP".to_owned()),
+                ));
+            }
+        }
+        published.extend(mine.into_iter().map(|b| (d, b)));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_references() {
+        for good in [
+            "nginx",
+            "nginx:1.27",
+            "library/nginx:latest",
+            "127.0.0.1:5000/opencode:1.18.34",
+            "localhost/web",
+            "ghcr.io/owner/repo_name/sub-part:v1.2_3",
+            "registry.example.com:443/a/b/c",
+            "[::1]:5000/web:v1",
+            "web@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "a__b/c--d/e.f",
+        ] {
+            assert_eq!(check_image_reference(good), Ok(()), "{good}");
+        }
+        for (bad, needle) in [
+            ("Nginx", "lowercase"),
+            ("web:", "tag"),
+            ("web:-x", "tag"),
+            ("web@sha256:abc", "after @"),
+            ("a//b", "empty path"),
+            ("a/_b", "path component"),
+            ("a/b..c", "path component"),
+            ("exa_mple.com/web", "registry"),
+            ("127.0.0.1:99999/web", "registry"),
+            ("we b", "whitespace"),
+            (":tag", "empty"),
+        ] {
+            let err = check_image_reference(bad).expect_err(bad);
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        let c: Vec<String> = ["image", "digest", "command", "containerPort", "hostIP"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(did_you_mean("imgae", &c).as_deref(), Some("image"));
+        assert_eq!(
+            did_you_mean("container_port", &c).as_deref(),
+            Some("containerPort")
+        );
+        assert_eq!(did_you_mean("hostIp", &c).as_deref(), Some("hostIP"));
+        assert_eq!(did_you_mean("zzz", &c), None);
+    }
+}

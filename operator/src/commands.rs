@@ -123,9 +123,17 @@ fn describe_outcome(r: &Report) -> String {
     match &r.outcome {
         None => String::new(),
         Some(Outcome::Converged) => "unchanged".into(),
-        Some(Outcome::Changed { action }) => format!("{action}d in {:.1} s", r.seconds)
-            .replace("ed in", "d in")
-            .replace("dd in", "d in"),
+        Some(Outcome::Changed { action }) => {
+            let done = match action.as_str() {
+                "create" => "created",
+                "start" => "started",
+                "update" => "updated",
+                "resume" => "finished an interrupted update",
+                "restore" => "restored the previous container",
+                other => other,
+            };
+            format!("{done} in {:.1} s", r.seconds)
+        }
         Some(Outcome::RolledBack { phase, reason }) => {
             format!("ROLLED BACK ({}: {reason})", phase.as_str())
         }

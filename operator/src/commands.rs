@@ -89,10 +89,10 @@ impl Default for TermReporter {
 
 impl Reporter for TermReporter {
     fn line(&self, name: &str, text: &str) {
-        if let Ok(mut bars) = self.bars.lock() {
-            if let Some(bar) = bars.remove(name) {
-                bar.finish_and_clear();
-            }
+        if let Ok(mut bars) = self.bars.lock()
+            && let Some(bar) = bars.remove(name)
+        {
+            bar.finish_and_clear();
         }
         eprintln!("{name}: {text}");
         tracing::debug!(object = name, "{text}");
@@ -252,14 +252,11 @@ fn save_last_applied(store: &Store, o: &Container) {
         .dir()
         .join("objects")
         .join(format!("{}.spec.json.last", o.metadata.name));
-    if let Ok(bytes) = serde_json::to_vec(o) {
-        if write_atomic(&path, &bytes).is_ok() {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            }
-        }
+    if let Ok(bytes) = serde_json::to_vec(o)
+        && write_atomic(&path, &bytes).is_ok()
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
 }
 
@@ -281,13 +278,11 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
         .into_iter()
         .filter(|s| name.is_none_or(|n| s.name == n))
         .collect();
-    if let Some(n) = name {
-        if all.is_empty() {
-            eprintln!(
-                "error: no status for {n:?}; fix: `dockop apply -f FILE` or `dockop run` creates it"
-            );
-            return ExitCode::FAILURE;
-        }
+    if let Some(n) = name
+        && all.is_empty()
+    {
+        eprintln!("error: no status for {n:?}; fix: `dockop apply -f FILE` or `dockop run` creates it");
+        return ExitCode::FAILURE;
     }
     match output {
         OutputFormat::Json => {
@@ -304,10 +299,7 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
 }
 
 fn print_status_table(all: &[ObjectStatus]) {
-    println!(
-        "{:<24} {:<6} {:<18} {:<20} {:<12} {}",
-        "NAME", "READY", "CONDITION", "DIGEST", "VERSION", "LAST CHANGE"
-    );
+    println!("{:<24} {:<6} {:<18} {:<20} {:<12} LAST CHANGE", "NAME", "READY", "CONDITION", "DIGEST", "VERSION");
     for s in all {
         let ready = if s.is_ready() { "True" } else { "False" };
         let cond = match s.condition(ConditionType::Degraded) {

@@ -323,10 +323,12 @@ impl<'a> Executor<'a> {
             message,
             seconds: (seconds * 1000.0).round() / 1000.0,
         });
-        if result == "succeeded" && matches!(plan.action, Action::Update | Action::Resume) {
-            if plan.current_digest.is_some() && plan.current_digest != plan.target_digest {
-                self.status.previous_digest = plan.current_digest.clone();
-            }
+        if result == "succeeded"
+            && matches!(plan.action, Action::Update | Action::Resume)
+            && plan.current_digest.is_some()
+            && plan.current_digest != plan.target_digest
+        {
+            self.status.previous_digest = plan.current_digest.clone();
         }
     }
 
@@ -575,12 +577,12 @@ impl<'a> Executor<'a> {
         let reporter = self.reporter;
         let layers = std::sync::Mutex::new(std::collections::BTreeMap::<String, (u64, u64)>::new());
         let sink = |p: crate::engine::PullProgress| {
-            if let (Some(cur), Some(total)) = (p.current, p.total) {
-                if let Ok(mut l) = layers.lock() {
-                    l.insert(p.layer.clone(), (cur, total));
-                    let (done, all) = l.values().fold((0, 0), |(a, b), (c, t)| (a + c, b + t));
-                    reporter.pull_progress(&name, done, all);
-                }
+            if let (Some(cur), Some(total)) = (p.current, p.total)
+                && let Ok(mut l) = layers.lock()
+            {
+                l.insert(p.layer.clone(), (cur, total));
+                let (done, all) = l.values().fold((0, 0), |(a, b), (c, t)| (a + c, b + t));
+                reporter.pull_progress(&name, done, all);
             }
         };
         let started = Instant::now();
@@ -866,7 +868,7 @@ mod tests {
             calls[4..],
             ["stop web", "rename web -> web-previous", "create web", "start web", "remove web-previous"].map(String::from)
         );
-        assert!(engine.state().containers.get(&old_id).is_none(), "previous removed");
+        assert!(!engine.state().containers.contains_key(&old_id), "previous removed");
         assert_eq!(status.previous_digest.as_deref(), Some(D1));
         // Converged now: no mutating call.
         assert_eq!(reconcile_once(&engine, &obj, &mut status).await, Outcome::Converged);

@@ -338,22 +338,18 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
     };
 
     // 2. Update windows gate registry-driven updates only.
-    if let (Some(w), Some(t), Some(cur)) = (&d.spec.update.window, &target, &active_digest) {
-        if i.window_applies
-            && t != cur
-            && active_spec_same
-            && hold.is_none()
-            && d.spec.digest.is_none()
-        {
-            if let Ok(win) = Window::parse(w) {
-                if !win.contains(i.now) {
-                    p.drift.push(DriftKind::Digest);
-                    p.notes
-                        .push(format!("update to {} waits for the window {w}", short(t)));
-                    target = Some(cur.clone());
-                }
-            }
-        }
+    if let (Some(w), Some(t), Some(cur)) = (&d.spec.update.window, &target, &active_digest)
+        && i.window_applies
+        && t != cur
+        && active_spec_same
+        && hold.is_none()
+        && d.spec.digest.is_none()
+        && let Ok(win) = Window::parse(w)
+        && !win.contains(i.now)
+    {
+        p.drift.push(DriftKind::Digest);
+        p.notes.push(format!("update to {} waits for the window {w}", short(t)));
+        target = Some(cur.clone());
     }
     let Some(target) = target else {
         return blocked(p, "NoTarget", "no image digest to run".into());

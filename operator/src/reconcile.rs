@@ -101,17 +101,10 @@ async fn registry_answer(
     if d.spec.digest.is_some() {
         return RegistryAnswer::NotAsked;
     }
-    if let (Some(age), Some(at), Some(dg)) =
-        (max_age, status.registry_checked_at, &status.registry_digest)
+    if let (Some(age), Some(at), Some(dg)) = (max_age, status.registry_checked_at, &status.registry_digest)
+        && Utc::now().signed_duration_since(at).to_std().is_ok_and(|a| a < age)
     {
-        if Utc::now()
-            .signed_duration_since(at)
-            .to_std()
-            .map(|a| a < age)
-            .unwrap_or(false)
-        {
-            return RegistryAnswer::Digest(dg.clone());
-        }
+        return RegistryAnswer::Digest(dg.clone());
     }
     let tag = d.tag_reference().to_owned();
     let creds = match auth::credentials_for(&tag) {

@@ -379,10 +379,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     f.sync_all().map_err(io("fsync", &tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io("rename into place", path))?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
+    if let Some(d) = path.parent().and_then(|p| File::open(p).ok()) {
+        let _ = d.sync_all();
     }
     Ok(())
 }

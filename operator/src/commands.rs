@@ -281,7 +281,9 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
     if let Some(n) = name
         && all.is_empty()
     {
-        eprintln!("error: no status for {n:?}; fix: `dockop apply -f FILE` or `dockop run` creates it");
+        eprintln!(
+            "error: no status for {n:?}; fix: `dockop apply -f FILE` or `dockop run` creates it"
+        );
         return ExitCode::FAILURE;
     }
     match output {
@@ -299,7 +301,10 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
 }
 
 fn print_status_table(all: &[ObjectStatus]) {
-    println!("{:<24} {:<6} {:<18} {:<20} {:<12} LAST CHANGE", "NAME", "READY", "CONDITION", "DIGEST", "VERSION");
+    println!(
+        "{:<24} {:<6} {:<18} {:<20} {:<12} LAST CHANGE",
+        "NAME", "READY", "CONDITION", "DIGEST", "VERSION"
+    );
     for s in all {
         let ready = if s.is_ready() { "True" } else { "False" };
         let cond = match s.condition(ConditionType::Degraded) {

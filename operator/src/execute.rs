@@ -18,7 +18,7 @@ use crate::health::{ProbeResult, probe};
 use crate::observe::{Observed, PREVIOUS_SUFFIX};
 use crate::plan::{Action, Plan, Step, short};
 use crate::spec::{Health, RollbackPolicy};
-use crate::status::{Change, ConditionType, ObjectStatus};
+use crate::status::{Change, ConditionType, ObjectStatus, Store};
 use crate::telemetry::{Metrics, metrics};
 use crate::users;
 
@@ -169,6 +169,8 @@ pub struct Executor<'a> {
     previous: Option<String>,
     /// The active container stopped by this run and not yet renamed.
     stopped_active: Option<String>,
+    /// Where status is saved at the points a crash must not lose (a target recorded as failed).
+    store: Option<&'a Store>,
     /// Something serving was changed (stopped, renamed, removed) or no active container exists while a
     /// previous one does: a failure from here on must restore the previous container.
     touched: bool,
@@ -209,7 +211,25 @@ impl<'a> Executor<'a> {
             previous: None,
             stopped_active: None,
             touched: false,
+            store: None,
             version: None,
+        }
+    }
+
+    /// Saves status to `store` whenever a target is recorded as failed, before anything else happens, so a
+    /// crash during the rollback that follows cannot make dockop retry that target.
+    pub fn with_store(mut self, store: &'a Store) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    fn remember_failed(&mut self, target: &str, reason: &str) {
+        self.status
+            .record_failed(target, &self.desired.spec_hash, reason, Utc::now());
+        if let Some(store) = self.store
+            && let Err(e) = store.save(self.status)
+        {
+            tracing::warn!(object = %self.desired.name, error = %e, "cannot persist the failed target");
         }
     }
 
@@ -226,7 +246,9 @@ impl<'a> Executor<'a> {
     pub async fn run(mut self, plan: &Plan) -> Outcome {
         let started = Instant::now();
         self.previous = self.observed.previous.as_ref().map(|c| c.id.clone());
-        self.touched = self.observed.active.is_none() && self.previous.is_some();
+        // Resuming or restoring means the object is already mid-change: a failure must roll back.
+        self.touched = matches!(plan.action, Action::Resume | Action::Restore)
+            || (self.observed.active.is_none() && self.previous.is_some());
         if matches!(plan.action, Action::Resume | Action::Start) {
             self.candidate = self.observed.active.as_ref().map(|c| c.id.clone());
         }
@@ -351,8 +373,7 @@ impl<'a> Executor<'a> {
         let m = metrics();
         let target = plan.target_digest.clone().unwrap_or_default();
         if app_verdict {
-            self.status
-                .record_failed(&target, &self.desired.spec_hash, &reason, Utc::now());
+            self.remember_failed(&target, &reason);
         }
         let can_roll_back = self.previous.is_some() || self.stopped_active.is_some();
         if !self.touched
@@ -423,6 +444,7 @@ impl<'a> Executor<'a> {
                 .await
                 .map_err(|e| e.to_string())?;
         }
+        crate::fault::point("rollback-1");
         let id = match (self.previous.take(), self.stopped_active.take()) {
             (Some(prev), _) => {
                 self.engine
@@ -434,10 +456,13 @@ impl<'a> Executor<'a> {
             (None, Some(active)) => active,
             (None, None) => return Err("nothing to roll back to".into()),
         };
+        crate::fault::point("rollback-2");
         self.engine.start(&id).await.map_err(|e| e.to_string())?;
+        crate::fault::point("rollback-3");
         if let Err((_, e, _)) = self.apply_users(&id).await {
             tracing::warn!(object = %self.desired.name, error = %e, "users after rollback");
         }
+        crate::fault::point("rollback-4");
         match self.gate(&id).await {
             Ok(()) => Ok(()),
             Err(v) => {
@@ -484,7 +509,9 @@ impl<'a> Executor<'a> {
             }
             Step::RemoveActive { id } => {
                 self.touched = true;
-                e.remove(id, false).await.map_err(engine_err(Phase::Cleanup))
+                e.remove(id, false)
+                    .await
+                    .map_err(engine_err(Phase::Cleanup))
             }
             Step::Create { digest } => {
                 let generation = self.status.generation + 1;
@@ -611,7 +638,10 @@ impl<'a> Executor<'a> {
             .await
             .map_err(engine_err(Phase::Preflight))?;
         let verdict = match self.engine.start(&id).await {
-            Ok(()) => self.gate(&id).await,
+            Ok(()) => {
+                crate::fault::point("preflight-started");
+                self.gate(&id).await
+            }
             Err(e) => Err(Verdict {
                 app: false,
                 message: e.to_string(),
@@ -794,18 +824,25 @@ mod tests {
 
     /// A tiny app whose health answer the test controls.
     async fn app(status: Arc<AtomicU16>) -> u16 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let port = l.local_addr().expect("addr").port();
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = l.accept().await else { return };
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
                 let code = status.load(Ordering::SeqCst);
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let mut buf = [0u8; 1024];
                     let _ = s.read(&mut buf).await;
                     let body = format!(r#"{{"healthy":{},"version":"t"}}"#, code == 200);
-                    let resp = format!("HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let resp = format!(
+                        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
                     let _ = s.write_all(resp.as_bytes()).await;
                 });
             }
@@ -820,22 +857,39 @@ mod tests {
         Container {
             api_version: ApiVersion::V1Alpha1,
             kind: Kind::Container,
-            metadata: Metadata { name: "web".into(), labels: BTreeMap::new(), annotations: BTreeMap::new() },
+            metadata: Metadata {
+                name: "web".into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            },
             spec: serde_saphyr::from_str(&yaml).expect("spec"),
             status: None,
         }
     }
 
     /// Runs observe + plan + execute once against the fake.
-    async fn reconcile_once(engine: &FakeEngine, obj: &Container, status: &mut ObjectStatus) -> Outcome {
+    async fn reconcile_once(
+        engine: &FakeEngine,
+        obj: &Container,
+        status: &mut ObjectStatus,
+    ) -> Outcome {
         let desired = DesiredContainer::build(obj).expect("desired");
         let observed = Observed::read(engine, "web", None).await.expect("observe");
         let reg = match engine.registry_digest("reg/web:live", None).await {
             Ok(d) => RegistryAnswer::Digest(d),
             Err(e) => RegistryAnswer::Error(e.to_string()),
         };
-        let p = plan(&Inputs { desired: &desired, observed: &observed, memory: status, registry: &reg, now: Utc::now(), window_applies: true });
-        Executor::new(engine, &desired, &observed, status, &LogReporter).run(&p).await
+        let p = plan(&Inputs {
+            desired: &desired,
+            observed: &observed,
+            memory: status,
+            registry: &reg,
+            now: Utc::now(),
+            window_applies: true,
+        });
+        Executor::new(engine, &desired, &observed, status, &LogReporter)
+            .run(&p)
+            .await
     }
 
     /// Engine with `web` running D1, created through the executor itself.
@@ -845,8 +899,20 @@ mod tests {
         let obj = object(port, preflight);
         let mut status = ObjectStatus::new("web");
         let out = reconcile_once(&engine, &obj, &mut status).await;
-        assert_eq!(out, Outcome::Changed { action: "create".into() });
-        assert_eq!(engine.take_calls(), vec!["pull reg/web@".to_owned() + D1, "create web".into(), "start web".into()]);
+        assert_eq!(
+            out,
+            Outcome::Changed {
+                action: "create".into()
+            }
+        );
+        assert_eq!(
+            engine.take_calls(),
+            vec![
+                "pull reg/web@".to_owned() + D1,
+                "create web".into(),
+                "start web".into()
+            ]
+        );
         (engine, obj, status)
     }
 
@@ -858,7 +924,12 @@ mod tests {
         let old_id = engine.by_name("web").expect("web").id;
         engine.push("reg/web:live", D2);
         let out = reconcile_once(&engine, &obj, &mut status).await;
-        assert_eq!(out, Outcome::Changed { action: "update".into() });
+        assert_eq!(
+            out,
+            Outcome::Changed {
+                action: "update".into()
+            }
+        );
         let calls = engine.take_calls();
         let expect_prefix = ["pull reg/web@".to_owned() + D2];
         assert_eq!(calls[..1], expect_prefix);
@@ -866,12 +937,25 @@ mod tests {
         assert!(calls[3].starts_with("remove web-preflight-"), "{calls:?}");
         assert_eq!(
             calls[4..],
-            ["stop web", "rename web -> web-previous", "create web", "start web", "remove web-previous"].map(String::from)
+            [
+                "stop web",
+                "rename web -> web-previous",
+                "create web",
+                "start web",
+                "remove web-previous"
+            ]
+            .map(String::from)
         );
-        assert!(!engine.state().containers.contains_key(&old_id), "previous removed");
+        assert!(
+            !engine.state().containers.contains_key(&old_id),
+            "previous removed"
+        );
         assert_eq!(status.previous_digest.as_deref(), Some(D1));
         // Converged now: no mutating call.
-        assert_eq!(reconcile_once(&engine, &obj, &mut status).await, Outcome::Converged);
+        assert_eq!(
+            reconcile_once(&engine, &obj, &mut status).await,
+            Outcome::Converged
+        );
         assert!(engine.take_calls().is_empty());
     }
 
@@ -884,17 +968,39 @@ mod tests {
         engine.push("reg/web:live", D2);
         health.store(500, Ordering::SeqCst);
         let out = reconcile_once(&engine, &obj, &mut status).await;
-        assert!(matches!(&out, Outcome::RolledBack { phase: Phase::Health, reason } if reason.contains("HTTP 500")), "{out:?}");
+        assert!(
+            matches!(&out, Outcome::RolledBack { phase: Phase::Health, reason } if reason.contains("HTTP 500")),
+            "{out:?}"
+        );
         assert_eq!(
             engine.take_calls()[1..],
-            ["stop web", "rename web -> web-previous", "create web", "start web", "remove web", "rename web-previous -> web", "start web"]
-                .map(String::from)
+            [
+                "stop web",
+                "rename web -> web-previous",
+                "create web",
+                "start web",
+                "remove web",
+                "rename web-previous -> web",
+                "start web"
+            ]
+            .map(String::from)
         );
-        assert_eq!(engine.by_name("web").map(|c| c.id), Some(old_id), "same container restored");
-        assert!(status.failed_for(D2, &DesiredContainer::build(&obj).expect("d").spec_hash).is_some());
+        assert_eq!(
+            engine.by_name("web").map(|c| c.id),
+            Some(old_id),
+            "same container restored"
+        );
+        assert!(
+            status
+                .failed_for(D2, &DesiredContainer::build(&obj).expect("d").spec_hash)
+                .is_some()
+        );
         // Not retried.
         health.store(200, Ordering::SeqCst);
-        assert!(matches!(reconcile_once(&engine, &obj, &mut status).await, Outcome::Blocked { .. }));
+        assert!(matches!(
+            reconcile_once(&engine, &obj, &mut status).await,
+            Outcome::Blocked { .. }
+        ));
         assert!(engine.take_calls().is_empty());
     }
 
@@ -908,8 +1014,18 @@ mod tests {
         let out = reconcile_once(&engine, &obj, &mut status).await;
         assert!(matches!(out, Outcome::Rejected { .. }), "{out:?}");
         let calls = engine.take_calls();
-        assert!(!calls.iter().any(|c| c == "stop web" || c.starts_with("rename")), "{calls:?}");
-        assert!(calls.last().is_some_and(|c| c.starts_with("remove web-preflight-")), "{calls:?}");
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c == "stop web" || c.starts_with("rename")),
+            "{calls:?}"
+        );
+        assert!(
+            calls
+                .last()
+                .is_some_and(|c| c.starts_with("remove web-preflight-")),
+            "{calls:?}"
+        );
         assert!(engine.by_name("web").is_some_and(|c| c.is_running()));
     }
 
@@ -919,13 +1035,33 @@ mod tests {
         let port = app(health).await;
         let (engine, obj, mut status) = running_d1(port, false).await;
         engine.push("reg/web:live", D2);
-        engine.fail_next(Op::Pull, EngineError::Unreachable { op: Op::Pull, message: "registry down".into() });
+        engine.fail_next(
+            Op::Pull,
+            EngineError::Unreachable {
+                op: Op::Pull,
+                message: "registry down".into(),
+            },
+        );
         let out = reconcile_once(&engine, &obj, &mut status).await;
-        assert!(matches!(&out, Outcome::Failed { phase: Phase::Pull, .. }), "{out:?}");
+        assert!(
+            matches!(
+                &out,
+                Outcome::Failed {
+                    phase: Phase::Pull,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
         assert!(engine.take_calls().is_empty());
         assert!(status.failed.is_empty(), "transient errors are retried");
         // Next time it works.
-        assert_eq!(reconcile_once(&engine, &obj, &mut status).await, Outcome::Changed { action: "update".into() });
+        assert_eq!(
+            reconcile_once(&engine, &obj, &mut status).await,
+            Outcome::Changed {
+                action: "update".into()
+            }
+        );
     }
 
     #[tokio::test]
@@ -934,9 +1070,24 @@ mod tests {
         let port = app(health).await;
         let (engine, obj, mut status) = running_d1(port, false).await;
         engine.push("reg/web:live", D2);
-        engine.fail_next(Op::Create, EngineError::Conflict { op: Op::Create, message: "port is already allocated".into() });
+        engine.fail_next(
+            Op::Create,
+            EngineError::Conflict {
+                op: Op::Create,
+                message: "port is already allocated".into(),
+            },
+        );
         let out = reconcile_once(&engine, &obj, &mut status).await;
-        assert!(matches!(&out, Outcome::RolledBack { phase: Phase::Create, .. }), "{out:?}");
+        assert!(
+            matches!(
+                &out,
+                Outcome::RolledBack {
+                    phase: Phase::Create,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
         assert!(engine.by_name("web").is_some_and(|c| c.is_running()));
         assert!(engine.by_name("web-previous").is_none());
         assert!(status.failed.is_empty());
@@ -954,7 +1105,15 @@ mod tests {
         engine.take_calls();
         engine.push("reg/web:live", D2);
         let out = reconcile_once(&engine, &obj, &mut status).await;
-        assert_eq!(out, Outcome::Changed { action: "resume".into() });
-        assert_eq!(engine.take_calls()[1..], ["create web", "start web", "remove web-previous"].map(String::from));
+        assert_eq!(
+            out,
+            Outcome::Changed {
+                action: "resume".into()
+            }
+        );
+        assert_eq!(
+            engine.take_calls()[1..],
+            ["create web", "start web", "remove web-previous"].map(String::from)
+        );
     }
 }

@@ -348,7 +348,8 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         && !win.contains(i.now)
     {
         p.drift.push(DriftKind::Digest);
-        p.notes.push(format!("update to {} waits for the window {w}", short(t)));
+        p.notes
+            .push(format!("update to {} waits for the window {w}", short(t)));
         target = Some(cur.clone());
     }
     let Some(target) = target else {

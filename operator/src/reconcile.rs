@@ -14,7 +14,7 @@ use crate::health::ProbeResult;
 use crate::observe::{Observed, digest_of};
 use crate::plan::{Action, Inputs, Plan, RegistryAnswer, plan};
 use crate::spec::Container;
-use crate::status::{ConditionType, ObjectStatus, Store, StoreError, UserStatus};
+use crate::status::{ConditionType, ObjectStatus, Store, StoreError};
 use crate::telemetry::{Metrics, metrics};
 
 /// What a reconcile needs.
@@ -79,11 +79,16 @@ pub struct Report {
     pub outcome: Option<Outcome>,
     /// Seconds taken.
     pub seconds: f64,
+    /// The desired target failed before and something else runs (rolled back, restored, held off).
+    pub target_failed: bool,
 }
 
 impl Report {
     /// True when the object ends converged: nothing failed and nothing is blocked by a failure.
     pub fn converged(&self) -> bool {
+        if self.target_failed {
+            return false;
+        }
         match &self.outcome {
             Some(Outcome::Converged | Outcome::Changed { .. }) => true,
             Some(Outcome::Blocked { reason, .. }) => reason == "MonitorOnly",
@@ -101,8 +106,12 @@ async fn registry_answer(
     if d.spec.digest.is_some() {
         return RegistryAnswer::NotAsked;
     }
-    if let (Some(age), Some(at), Some(dg)) = (max_age, status.registry_checked_at, &status.registry_digest)
-        && Utc::now().signed_duration_since(at).to_std().is_ok_and(|a| a < age)
+    if let (Some(age), Some(at), Some(dg)) =
+        (max_age, status.registry_checked_at, &status.registry_digest)
+        && Utc::now()
+            .signed_duration_since(at)
+            .to_std()
+            .is_ok_and(|a| a < age)
     {
         return RegistryAnswer::Digest(dg.clone());
     }
@@ -184,6 +193,7 @@ pub async fn reconcile(
             &mut status,
             ctx.reporter.as_ref(),
         )
+        .with_store(&ctx.store)
         .run(&p)
         .await;
         Ok((desired, p, Some(outcome)))
@@ -218,16 +228,18 @@ pub async fn reconcile(
             plan: p,
             outcome: None,
             seconds,
+            target_failed: false,
         });
     };
     Metrics::inc(&m.reconcile_total, &name, "result", outcome.result_label());
-    finish_status(ctx, obj, &desired, &p, &outcome, &mut status, opts).await;
+    let target_failed = finish_status(ctx, obj, &desired, &p, &outcome, &mut status, opts).await;
     ctx.store.save(&status)?;
     Ok(Report {
         name,
         plan: p,
         outcome: Some(outcome),
         seconds,
+        target_failed,
     })
 }
 
@@ -240,7 +252,7 @@ async fn finish_status(
     outcome: &Outcome,
     status: &mut ObjectStatus,
     opts: &Options,
-) {
+) -> bool {
     let now = Utc::now();
     let m = metrics();
     let name = desired.name.as_str();
@@ -251,16 +263,7 @@ async fn finish_status(
     if opts.revision.is_some() {
         status.revision = opts.revision.clone();
     }
-    status.users = obj
-        .spec
-        .users
-        .iter()
-        .map(|u| UserStatus {
-            name: u.name.clone(),
-            password_set: u.password_hash.is_some() || u.password_file.is_some(),
-            locked: u.locked,
-        })
-        .collect();
+    // status.users is written by the users pass (what the container really has).
     let active = ctx
         .engine
         .inspect(name)
@@ -334,6 +337,24 @@ async fn finish_status(
         }
         Outcome::Blocked { reason, message } => (true, reason.clone(), message.clone()),
     };
+    // A target that failed before while something else serves (restored after a crash mid-rollback,
+    // or kept): the object is not where the spec wants it.
+    let failed_target = p
+        .target_digest
+        .as_ref()
+        .filter(|t| status.current_digest.as_ref() != Some(*t))
+        .and_then(|t| status.failed_for(t, &desired.spec_hash))
+        .map(|f| {
+            format!(
+                "{} failed: {}; the previous version serves",
+                crate::plan::short(&f.digest),
+                f.reason
+            )
+        });
+    let (degraded, reason, message) = match (&failed_target, degraded) {
+        (Some(msg), false) => (true, "RolledBack".to_owned(), msg.clone()),
+        _ => (degraded, reason, message),
+    };
     status.set_condition(ConditionType::Degraded, degraded, &reason, &message, now);
     status.last_error = degraded.then(|| message.clone());
     m.ready
@@ -356,6 +377,7 @@ async fn finish_status(
             .get_or_create(&vec![("name", name.to_owned())])
             .set(now.timestamp_millis() as f64 / 1000.0);
     }
+    failed_target.is_some()
 }
 
 fn capitalize(s: &str) -> String {

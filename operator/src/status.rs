@@ -292,6 +292,11 @@ impl Store {
             use std::os::unix::fs::PermissionsExt;
             let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
         }
+        // Refuse a state directory that cannot be written before anything on the host is changed: a
+        // change whose outcome cannot be recorded would be retried blindly.
+        let probe = objects.join(".write-test");
+        write_atomic(&probe, b"ok")?;
+        let _ = fs::remove_file(&probe);
         Ok(Self {
             dir: dir.to_owned(),
         })

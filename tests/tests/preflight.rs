@@ -34,7 +34,12 @@ impl Prober {
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        Self { stop, probes, failures, handle: Some(handle) }
+        Self {
+            stop,
+            probes,
+            failures,
+            handle: Some(handle),
+        }
     }
 
     /// Stops probing; returns (probes, failures).
@@ -43,7 +48,10 @@ impl Prober {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        (self.probes.load(Ordering::SeqCst), self.failures.load(Ordering::SeqCst))
+        (
+            self.probes.load(Ordering::SeqCst),
+            self.failures.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -77,10 +85,17 @@ fn status_json(env: &TestEnv, name: &str) -> serde_json::Value {
 }
 
 fn containers(env: &TestEnv) -> Vec<String> {
-    docker_ok(["ps", "-a", "--filter", &format!("label={}", env.label()), "--format", "{{.Names}}"])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    docker_ok([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={}", env.label()),
+        "--format",
+        "{{.Names}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// Deploys `good`, then offers `bad` under the same tag while probing: rejected, zero failed probes.
@@ -101,13 +116,31 @@ fn rejected_with_zero_downtime(test: &str, good: &str, bad: &str, container_port
     let (probes, failures) = prober.finish();
     out.assert_code(1);
     assert!(out.stdout.contains("REJECTED by preflight"), "{out}");
-    assert!(out.stdout.contains(seen), "the rejection says what was seen ({seen}): {out}");
+    assert!(
+        out.stdout.contains(seen),
+        "the rejection says what was seen ({seen}): {out}"
+    );
     assert!(probes > 5, "the prober ran ({probes} probes)");
-    assert_eq!(failures, 0, "{failures} of {probes} probes failed during a rejected update");
-    assert_eq!(docker_ok(["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", &name]), id, "running container untouched");
-    assert_eq!(containers(&env), vec![name.clone()], "no preflight container left");
+    assert_eq!(
+        failures, 0,
+        "{failures} of {probes} probes failed during a rejected update"
+    );
+    assert_eq!(
+        docker_ok(["inspect", "-f", "{{.Id}} {{.State.StartedAt}}", &name]),
+        id,
+        "running container untouched"
+    );
+    assert_eq!(
+        containers(&env),
+        vec![name.clone()],
+        "no preflight container left"
+    );
     let st = status_json(&env, &name);
-    let degraded = st["conditions"].as_array().and_then(|a| a.iter().find(|c| c["type"] == "Degraded")).cloned().expect("Degraded");
+    let degraded = st["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == "Degraded"))
+        .cloned()
+        .expect("Degraded");
     assert_eq!(degraded["status"], true);
     assert_eq!(degraded["reason"], "PreflightFailed", "{st:#}");
     assert_eq!(st["history"][0]["result"], "rejected_preflight");
@@ -119,7 +152,13 @@ fn rejected_with_zero_downtime(test: &str, good: &str, bad: &str, container_port
 
 #[test]
 fn preflight_rejects_real_opencode_bad_release_with_zero_downtime() {
-    rejected_with_zero_downtime("pf-opencode", OPENCODE_1_18_34, OPENCODE_BAD, OPENCODE_PORT, "HTTP 401");
+    rejected_with_zero_downtime(
+        "pf-opencode",
+        OPENCODE_1_18_34,
+        OPENCODE_BAD,
+        OPENCODE_PORT,
+        "HTTP 401",
+    );
 }
 
 #[test]
@@ -134,7 +173,13 @@ fn preflight_rejects_unhealthy_with_zero_downtime() {
 
 #[test]
 fn preflight_rejects_tarpit_with_zero_downtime() {
-    rejected_with_zero_downtime("pf-tarpit", WEB_V1, WEB_TARPIT, WEB_PORT, "no answer within the probe timeout");
+    rejected_with_zero_downtime(
+        "pf-tarpit",
+        WEB_V1,
+        WEB_TARPIT,
+        WEB_PORT,
+        "no answer within the probe timeout",
+    );
 }
 
 #[test]
@@ -150,7 +195,11 @@ fn good_image_passes_preflight_then_updates() {
     let out = env.dockop().run(["apply", "-f", file]);
     out.assert_success();
     assert!(out.stderr.contains("preflight passed"), "{out}");
-    let (_, body) = http_get(&format!("http://127.0.0.1:{port}{HEALTH_PATH}"), Duration::from_secs(2)).expect("served");
+    let (_, body) = http_get(
+        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
+        Duration::from_secs(2),
+    )
+    .expect("served");
     assert!(body.contains("\"2\""), "{body}");
     assert_eq!(containers(&env), vec![name]);
 }
@@ -167,8 +216,17 @@ fn leftover_preflight_container_is_removed_at_next_reconcile() {
     // What a dockop killed in the middle of a preflight leaves behind.
     let leftover = format!("{name}-preflight-dead");
     docker_ok([
-        "run", "-d", "--label", &env.label(), "--label", &format!("dockop.dev/name={name}"), "--label",
-        "dockop.dev/role=preflight", "--name", &leftover, WEB_V1,
+        "run",
+        "-d",
+        "--label",
+        &env.label(),
+        "--label",
+        &format!("dockop.dev/name={name}"),
+        "--label",
+        "dockop.dev/role=preflight",
+        "--name",
+        &leftover,
+        WEB_V1,
     ]);
     env.dockop().run(["apply", "-f", file]).assert_success();
     assert_eq!(containers(&env), vec![name]);

@@ -37,7 +37,9 @@ spec:
 }
 
 fn inspect(container: &str, format: &str) -> String {
-    docker_ok(["inspect", "-f", format, container]).trim().to_owned()
+    docker_ok(["inspect", "-f", format, container])
+        .trim()
+        .to_owned()
 }
 
 fn id_and_started(container: &str) -> String {
@@ -45,7 +47,11 @@ fn id_and_started(container: &str) -> String {
 }
 
 fn served_version(port: u16) -> Option<String> {
-    let (code, body) = http_get(&format!("http://127.0.0.1:{port}{HEALTH_PATH}"), Duration::from_secs(2)).ok()?;
+    let (code, body) = http_get(
+        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
+        Duration::from_secs(2),
+    )
+    .ok()?;
     if code != 200 {
         return None;
     }
@@ -72,10 +78,17 @@ fn condition(status: &serde_json::Value, kind: &str) -> (bool, String, String) {
 }
 
 fn managed_containers(env: &TestEnv) -> Vec<String> {
-    docker_ok(["ps", "-a", "--filter", &format!("label={}", env.label()), "--format", "{{.Names}}"])
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    docker_ok([
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label={}", env.label()),
+        "--format",
+        "{{.Names}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// Deploys `web:v1` through a per-test tag and returns (spec path, name, host port, tag reference).
@@ -84,13 +97,16 @@ fn deploy_v1(env: &TestEnv, extra: &str) -> (std::path::PathBuf, String, u16, St
     let name = env.name("web");
     let port = env.free_port();
     let file = env.write("web.yaml", &web_spec(env, &name, &tag, port, extra));
-    env.dockop().run(["apply", "-f", file.to_str().expect("utf8")]).assert_success();
+    env.dockop()
+        .run(["apply", "-f", file.to_str().expect("utf8")])
+        .assert_success();
     assert_eq!(served_version(port).as_deref(), Some("1"));
     (file, name, port, tag)
 }
 
 fn apply(env: &TestEnv, file: &std::path::Path) -> RunOutput {
-    env.dockop().run(["apply", "-f", file.to_str().expect("utf8")])
+    env.dockop()
+        .run(["apply", "-f", file.to_str().expect("utf8")])
 }
 
 #[test]
@@ -98,17 +114,41 @@ fn apply_creates_container_with_ports_env_volumes_labels() {
     let env = TestEnv::new("create");
     let (_, name, port, _) = deploy_v1(&env, "");
     let labels = inspect(&name, "{{json .Config.Labels}}");
-    for l in ["dockop.dev/name", "dockop.dev/spec-hash", "dockop.dev/digest", "dockop.dev/role", "dockop-e2e"] {
+    for l in [
+        "dockop.dev/name",
+        "dockop.dev/spec-hash",
+        "dockop.dev/digest",
+        "dockop.dev/role",
+        "dockop-e2e",
+    ] {
         assert!(labels.contains(l), "label {l} missing: {labels}");
     }
     assert!(inspect(&name, "{{json .Config.Env}}").contains("TZ=UTC"));
-    assert!(inspect(&name, "{{json .HostConfig.PortBindings}}").contains(&format!("\"HostPort\":\"{port}\"")));
+    assert!(
+        inspect(&name, "{{json .HostConfig.PortBindings}}")
+            .contains(&format!("\"HostPort\":\"{port}\""))
+    );
     assert_eq!(inspect(&name, "{{.HostConfig.Init}}"), "true");
-    let mounts = inspect(&name, "{{range .Mounts}}{{.Type}}:{{.Name}}:{{.Destination}} {{end}}");
-    assert!(mounts.contains(&format!("volume:{name}-data:/data")), "{mounts}");
+    let mounts = inspect(
+        &name,
+        "{{range .Mounts}}{{.Type}}:{{.Name}}:{{.Destination}} {{end}}",
+    );
+    assert!(
+        mounts.contains(&format!("volume:{name}-data:/data")),
+        "{mounts}"
+    );
     // The named volume carries dockop's and the object's labels.
-    let vlabels = docker_ok(["volume", "inspect", "-f", "{{json .Labels}}", &format!("{name}-data")]);
-    assert!(vlabels.contains("dockop.dev/name") && vlabels.contains(env.id()), "{vlabels}");
+    let vlabels = docker_ok([
+        "volume",
+        "inspect",
+        "-f",
+        "{{json .Labels}}",
+        &format!("{name}-data"),
+    ]);
+    assert!(
+        vlabels.contains("dockop.dev/name") && vlabels.contains(env.id()),
+        "{vlabels}"
+    );
     let st = status_json(&env, &name);
     assert!(condition(&st, "Ready").0, "{st:#}");
     assert_eq!(st["appVersion"], "1");
@@ -122,8 +162,14 @@ fn apply_again_changes_nothing() {
     let out = apply(&env, &file);
     out.assert_success();
     assert!(out.stdout.contains("unchanged"), "{out}");
-    assert_eq!(id_and_started(&name), before, "no mutation on a converged object");
-    env.dockop().run(["plan", "-f", file.to_str().expect("utf8")]).assert_code(0);
+    assert_eq!(
+        id_and_started(&name),
+        before,
+        "no mutation on a converged object"
+    );
+    env.dockop()
+        .run(["plan", "-f", file.to_str().expect("utf8")])
+        .assert_code(0);
 }
 
 #[test]
@@ -132,13 +178,22 @@ fn new_digest_on_followed_tag_recreates_and_keeps_volume_data() {
     let (file, name, port, _) = deploy_v1(&env, "");
     docker_ok(["exec", &name, "sh", "-c", "echo precious > /data/file"]);
     env.push_as(WEB_V2, "live");
-    let plan = env.dockop().run(["plan", "-f", file.to_str().expect("utf8")]);
+    let plan = env
+        .dockop()
+        .run(["plan", "-f", file.to_str().expect("utf8")]);
     plan.assert_code(2);
     assert!(plan.stdout.contains("digest"), "{plan}");
     apply(&env, &file).assert_success();
     assert_eq!(served_version(port).as_deref(), Some("2"));
-    assert_eq!(docker_ok(["exec", &name, "cat", "/data/file"]).trim(), "precious");
-    assert_eq!(managed_containers(&env), vec![name.clone()], "previous and preflight containers are gone");
+    assert_eq!(
+        docker_ok(["exec", &name, "cat", "/data/file"]).trim(),
+        "precious"
+    );
+    assert_eq!(
+        managed_containers(&env),
+        vec![name.clone()],
+        "previous and preflight containers are gone"
+    );
     let st = status_json(&env, &name);
     assert_eq!(st["appVersion"], "2");
     assert_eq!(st["history"][0]["result"], "succeeded");
@@ -154,26 +209,40 @@ fn pinned_digest_goes_back() {
     let file = env.write("web.yaml", &web_spec(&env, &name, &tag, port, ""));
     apply(&env, &file).assert_success();
     assert_eq!(served_version(port).as_deref(), Some("2"));
-    let pinned = web_spec(&env, &name, &tag, port, "").replace(&format!("  image: {tag}\n"), &format!("  image: {tag}\n  digest: {d1}\n"));
+    let pinned = web_spec(&env, &name, &tag, port, "").replace(
+        &format!("  image: {tag}\n"),
+        &format!("  image: {tag}\n  digest: {d1}\n"),
+    );
     env.write("web.yaml", &pinned);
     apply(&env, &file).assert_success();
     assert_eq!(served_version(port).as_deref(), Some("1"));
-    assert_eq!(inspect(&name, "{{index .Config.Labels \"dockop.dev/digest\"}}"), d1);
+    assert_eq!(
+        inspect(&name, "{{index .Config.Labels \"dockop.dev/digest\"}}"),
+        d1
+    );
 }
 
 #[test]
 fn env_change_is_planned_then_applied() {
     let env = TestEnv::new("env");
     let (file, name, _, tag) = deploy_v1(&env, "");
-    let port = inspect(&name, "{{(index (index .HostConfig.PortBindings \"8080/tcp\") 0).HostPort}}");
-    let edited = web_spec(&env, &name, &tag, port.parse().expect("port"), "").replace("value: UTC", "value: Europe/Paris");
+    let port = inspect(
+        &name,
+        "{{(index (index .HostConfig.PortBindings \"8080/tcp\") 0).HostPort}}",
+    );
+    let edited = web_spec(&env, &name, &tag, port.parse().expect("port"), "")
+        .replace("value: UTC", "value: Europe/Paris");
     env.write("web.yaml", &edited);
-    let plan = env.dockop().run(["plan", "-f", file.to_str().expect("utf8")]);
+    let plan = env
+        .dockop()
+        .run(["plan", "-f", file.to_str().expect("utf8")]);
     plan.assert_code(2);
     assert!(plan.stdout.contains("spec changed"), "{plan}");
     apply(&env, &file).assert_success();
     assert!(inspect(&name, "{{json .Config.Env}}").contains("TZ=Europe/Paris"));
-    env.dockop().run(["plan", "-f", file.to_str().expect("utf8")]).assert_code(0);
+    env.dockop()
+        .run(["plan", "-f", file.to_str().expect("utf8")])
+        .assert_code(0);
 }
 
 #[test]
@@ -183,7 +252,11 @@ fn removed_or_stopped_by_hand_is_recreated_or_started() {
     docker_ok(["stop", &name]);
     let id = inspect(&name, "{{.Id}}");
     apply(&env, &file).assert_success();
-    assert_eq!(inspect(&name, "{{.Id}}"), id, "a stopped container is started, not replaced");
+    assert_eq!(
+        inspect(&name, "{{.Id}}"),
+        id,
+        "a stopped container is started, not replaced"
+    );
     assert_eq!(inspect(&name, "{{.State.Running}}"), "true");
     docker_ok(["rm", "-f", &name]);
     apply(&env, &file).assert_success();
@@ -202,15 +275,25 @@ fn bad_update_rolls_back(test: &str, bad_image: &str, reason_contains: &str) {
     let out = apply(&env, &file);
     out.assert_code(1);
     assert!(out.stdout.contains("ROLLED BACK"), "{out}");
-    assert_eq!(inspect(&name, "{{.Id}}"), id, "the same old container serves again");
+    assert_eq!(
+        inspect(&name, "{{.Id}}"),
+        id,
+        "the same old container serves again"
+    );
     assert_eq!(served_version(port).as_deref(), Some("1"));
-    assert_eq!(docker_ok(["exec", &name, "cat", "/data/file"]).trim(), "precious");
+    assert_eq!(
+        docker_ok(["exec", &name, "cat", "/data/file"]).trim(),
+        "precious"
+    );
     assert_eq!(managed_containers(&env), vec![name.clone()]);
     let st = status_json(&env, &name);
     let (degraded, reason, message) = condition(&st, "Degraded");
     assert!(degraded && reason == "RolledBack", "{st:#}");
     assert!(message.contains(reason_contains), "{message}");
-    assert!(condition(&st, "Ready").0, "the old version is ready: {st:#}");
+    assert!(
+        condition(&st, "Ready").0,
+        "the old version is ready: {st:#}"
+    );
     // Not retried.
     let again = apply(&env, &file);
     again.assert_code(1);
@@ -236,7 +319,11 @@ fn bad_update_crash_rolls_back() {
 
 #[test]
 fn bad_update_tarpit_rolls_back() {
-    bad_update_rolls_back("bad-tarpit", WEB_TARPIT, "no answer within the probe timeout");
+    bad_update_rolls_back(
+        "bad-tarpit",
+        WEB_TARPIT,
+        "no answer within the probe timeout",
+    );
 }
 
 #[test]
@@ -249,7 +336,8 @@ fn slow_start_within_deadline_succeeds_and_past_it_rolls_back() {
     // Back to v1, then slow again with a 2 s deadline.
     env.push_as(WEB_V1, "live");
     apply(&env, &file).assert_success();
-    let short = web_spec(&env, &name, &tag, port, "  update: {preflight: false}\n").replace("startupDeadlineSeconds: 20", "startupDeadlineSeconds: 2");
+    let short = web_spec(&env, &name, &tag, port, "  update: {preflight: false}\n")
+        .replace("startupDeadlineSeconds: 20", "startupDeadlineSeconds: 2");
     env.write("web.yaml", &short);
     apply(&env, &file).assert_success(); // spec edit (deadline is not part of the container) is a no-op
     env.push_as(WEB_SLOW, "live");
@@ -318,7 +406,11 @@ impl OwnRegistry {
             .spawn()
             .expect("start docker-registry");
         assert!(
-            wait_until(Duration::from_secs(10), || http_get(&format!("http://127.0.0.1:{port}/v2/"), Duration::from_secs(1)).is_ok()),
+            wait_until(Duration::from_secs(10), || http_get(
+                &format!("http://127.0.0.1:{port}/v2/"),
+                Duration::from_secs(1)
+            )
+            .is_ok()),
             "own registry did not start"
         );
         Self { child, port, root }
@@ -350,7 +442,11 @@ fn registry_down_leaves_running_container_untouched() {
     reg.stop();
     let out = apply(&env, &file);
     out.assert_code(1);
-    assert!(out.stdout.contains("RegistryUnavailable") && out.stdout.contains("running container is kept"), "{out}");
+    assert!(
+        out.stdout.contains("RegistryUnavailable")
+            && out.stdout.contains("running container is kept"),
+        "{out}"
+    );
     assert_eq!(id_and_started(&name), id);
     assert_eq!(served_version(port).as_deref(), Some("1"));
     let (degraded, reason, _) = condition(&status_json(&env, &name), "Degraded");
@@ -374,18 +470,43 @@ fn pull_failure_leaves_running_container_untouched() {
     let ctx = env.dir().join("build");
     std::fs::create_dir_all(&ctx).expect("mkdir");
     std::fs::write(ctx.join("nonce"), env.id()).expect("write");
-    std::fs::write(ctx.join("Dockerfile"), format!("FROM {WEB_V2}\nCOPY nonce /nonce\n")).expect("write");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {WEB_V2}\nCOPY nonce /nonce\n"),
+    )
+    .expect("write");
     let built = std::process::Command::new("docker")
         .args(["build", "-q", "-t", &tag, ctx.to_str().expect("utf8")])
         .env("DOCKER_BUILDKIT", "0")
         .output()
         .expect("docker build");
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let d2 = docker_ok(["push", &tag]).split_whitespace().skip_while(|w| *w != "digest:").nth(1).expect("digest").to_owned();
-    let blob = |dg: &str| reg.root.join(format!("docker/registry/v2/blobs/sha256/{}/{}", &dg[7..9], &dg[7..]));
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(blob(&d2).join("data")).expect("manifest blob")).expect("json");
-    let last = manifest["layers"].as_array().and_then(|l| l.last()).and_then(|l| l["digest"].as_str()).expect("layer");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let d2 = docker_ok(["push", &tag])
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .expect("digest")
+        .to_owned();
+    let blob = |dg: &str| {
+        reg.root.join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{}",
+            &dg[7..9],
+            &dg[7..]
+        ))
+    };
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(blob(&d2).join("data")).expect("manifest blob"),
+    )
+    .expect("json");
+    let last = manifest["layers"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(|l| l["digest"].as_str())
+        .expect("layer");
     std::fs::remove_dir_all(blob(last)).expect("remove layer blob");
     docker_ok(["rmi", &tag]);
     let out = apply(&env, &file);
@@ -405,14 +526,26 @@ fn auth_registry_with_and_without_credentials() {
     let file = env.write("web.yaml", &web_spec(&env, &name, AUTH_WEB_V1, port, ""));
     let anon = env.dir().join("anon-docker-config");
     std::fs::create_dir_all(&anon).expect("mkdir");
-    let out = env.dockop().env("DOCKER_CONFIG", anon.to_str().expect("utf8")).run(["apply", "-f", file.to_str().expect("utf8")]);
+    let out = env
+        .dockop()
+        .env("DOCKER_CONFIG", anon.to_str().expect("utf8"))
+        .run(["apply", "-f", file.to_str().expect("utf8")]);
     out.assert_code(1);
-    assert!(out.stdout.contains("refused access") && out.stdout.contains("docker login 127.0.0.1:5001"), "{out}");
-    assert!(docker(["inspect", &name]).status.code() != Some(0), "nothing created without credentials");
+    assert!(
+        out.stdout.contains("refused access") && out.stdout.contains("docker login 127.0.0.1:5001"),
+        "{out}"
+    );
+    assert!(
+        docker(["inspect", &name]).status.code() != Some(0),
+        "nothing created without credentials"
+    );
     let cfg = env.dir().join("docker-config");
     std::fs::create_dir_all(&cfg).expect("mkdir");
     docker_login(&cfg, AUTH_REGISTRY, AUTH_USER, AUTH_PASSWORD);
-    let out = env.dockop().env("DOCKER_CONFIG", cfg.to_str().expect("utf8")).run(["apply", "-f", file.to_str().expect("utf8")]);
+    let out = env
+        .dockop()
+        .env("DOCKER_CONFIG", cfg.to_str().expect("utf8"))
+        .run(["apply", "-f", file.to_str().expect("utf8")]);
     out.assert_success();
     assert_eq!(served_version(port).as_deref(), Some("1"));
     assert!(!out.stderr.contains(AUTH_PASSWORD) && !out.stdout.contains(AUTH_PASSWORD));
@@ -447,7 +580,10 @@ fn real_opencode_update_then_bad_release_rolls_back() {
     let (tag, _) = env.push_as(OPENCODE_1_18_33, "live");
     let name = env.name("oc");
     let port = env.free_port();
-    let file = env.write("oc.yaml", &opencode_spec(&env, &name, &tag, port, "  update: {preflight: false}\n"));
+    let file = env.write(
+        "oc.yaml",
+        &opencode_spec(&env, &name, &tag, port, "  update: {preflight: false}\n"),
+    );
     apply(&env, &file).assert_success();
     assert_eq!(served_version(port).as_deref(), Some("1.18.33"));
     env.push_as(OPENCODE_1_18_34, "live");
@@ -460,5 +596,7 @@ fn real_opencode_update_then_bad_release_rolls_back() {
     out.assert_code(1);
     assert!(out.stdout.contains("HTTP 401"), "{out}");
     assert_eq!(inspect(&name, "{{.Id}}"), id);
-    assert!(wait_until(Duration::from_secs(30), || served_version(port).as_deref() == Some("1.18.34")));
+    assert!(wait_until(Duration::from_secs(30), || served_version(port)
+        .as_deref()
+        == Some("1.18.34")));
 }

@@ -330,6 +330,19 @@ impl Running {
         status.code()
     }
 
+    /// Waits for the process to exit by itself (killed after `timeout`); its exit code.
+    pub fn wait(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        match child.wait_timeout(timeout).ok().flatten() {
+            Some(s) => s.code(),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            }
+        }
+    }
+
     fn signal_child(&self, child: &Child, signal: &str) {
         let _ = Command::new("kill")
             .arg(format!("-{signal}"))
@@ -832,4 +845,44 @@ mod tests {
         assert!(a.name("web").len() <= 63);
         assert!(a.state_dir().is_dir());
     }
+}
+
+/// Whether `docker info` answers.
+pub fn engine_up() -> bool {
+    docker(["info", "--format", "{{.ID}}"]).status.success()
+}
+
+/// Stops the shared dockerd (SIGTERM, as a service manager would) and starts it again the way the test bed
+/// does, waiting until it answers. Only for tests that run alone (`#[ignore]`, `--run-ignored only`).
+#[track_caller]
+pub fn restart_dockerd() {
+    let out = Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .expect("pidof");
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("dockerd runs (tests/testbed/up starts it)");
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    assert!(
+        wait_until(Duration::from_secs(60), || !Path::new(&format!(
+            "/proc/{pid}"
+        ))
+        .exists()),
+        "dockerd {pid} did not stop"
+    );
+    let started = Command::new("sh")
+        .args([
+            "-c",
+            "mkdir -p /var/log/dockop-testbed && setsid dockerd >>/var/log/dockop-testbed/dockerd.log 2>&1 </dev/null &",
+        ])
+        .status()
+        .expect("start dockerd");
+    assert!(started.success());
+    assert!(
+        wait_until(Duration::from_secs(60), engine_up),
+        "dockerd back within 60 s"
+    );
 }

@@ -169,6 +169,8 @@ pub struct Executor<'a> {
     previous: Option<String>,
     /// The active container stopped by this run and not yet renamed.
     stopped_active: Option<String>,
+    /// A passed preflight candidate, removed concurrently with the next step.
+    pending_removal: Option<String>,
     /// Where status is saved at the points a crash must not lose (a target recorded as failed).
     store: Option<&'a Store>,
     /// Something serving was changed (stopped, renamed, removed) or no active container exists while a
@@ -212,6 +214,7 @@ impl<'a> Executor<'a> {
             stopped_active: None,
             touched: false,
             store: None,
+            pending_removal: None,
             version: None,
         }
     }
@@ -284,11 +287,24 @@ impl<'a> Executor<'a> {
         let mut result: StepResult = Ok(());
         for (n, step) in plan.steps.iter().enumerate() {
             tracing::debug!(step = %step, "step");
-            result = self.step(step).await;
+            result = match self.pending_removal.take() {
+                Some(id) => {
+                    let engine = self.engine;
+                    let (removed, r) = tokio::join!(engine.remove(&id, true), self.step(step));
+                    if let Err(e) = removed {
+                        tracing::warn!(container = %id, error = %e, "cannot remove the preflight container; removed at the next reconcile");
+                    }
+                    r
+                }
+                None => self.step(step).await,
+            };
             crate::fault::after_step(n + 1, step);
             if result.is_err() {
                 break;
             }
+        }
+        if let Some(id) = self.pending_removal.take() {
+            self.remove_preflight(&id).await;
         }
         let elapsed = started.elapsed().as_secs_f64();
         let outcome = match result {
@@ -647,18 +663,27 @@ impl<'a> Executor<'a> {
                 message: e.to_string(),
             }),
         };
-        if let Err(e) = self.engine.remove(&id, true).await {
-            tracing::warn!(container = %req.name, error = %e, "cannot remove the preflight container; removed at the next reconcile");
-        }
         match verdict {
             Ok(()) => {
+                // Removed while the next step runs (stopping the old container): preflight then costs
+                // only the candidate's start-to-healthy.
+                self.pending_removal = Some(id);
                 self.say(&format!(
                     "preflight passed in {:.1} s",
                     started.elapsed().as_secs_f64()
                 ));
                 Ok(())
             }
-            Err(v) => Err((Phase::Preflight, v.message, v.app)),
+            Err(v) => {
+                self.remove_preflight(&id).await;
+                Err((Phase::Preflight, v.message, v.app))
+            }
+        }
+    }
+
+    async fn remove_preflight(&self, id: &str) {
+        if let Err(e) = self.engine.remove(id, true).await {
+            tracing::warn!(container = %id, error = %e, "cannot remove the preflight container; removed at the next reconcile");
         }
     }
 

@@ -12,7 +12,7 @@ use crate::engine::{ContainerInfo, Engine, EngineError, auth};
 use crate::execute::{Executor, Outcome, Reporter, probe_object};
 use crate::health::ProbeResult;
 use crate::observe::{Observed, digest_of};
-use crate::plan::{Action, Inputs, Plan, RegistryAnswer, plan};
+use crate::plan::{Inputs, Plan, RegistryAnswer, plan};
 use crate::spec::Container;
 use crate::status::{ConditionType, ObjectStatus, Store, StoreError};
 use crate::telemetry::{Metrics, metrics};
@@ -357,11 +357,8 @@ async fn finish_status(
     };
     status.set_condition(ConditionType::Degraded, degraded, &reason, &message, now);
     status.last_error = degraded.then(|| message.clone());
-    m.ready
-        .get_or_create(&vec![("name", name.to_owned())])
-        .set(i64::from(
-            healthy && !matches!(p.action, Action::Blocked { .. } if degraded),
-        ));
+    // Same rule as the health monitor: ready = the active container answers healthy now.
+    m.set_ready(name, healthy);
     let info_labels = vec![
         ("name", name.to_owned()),
         ("image", obj.spec.image.clone()),
@@ -371,7 +368,7 @@ async fn finish_status(
             status.app_version.clone().unwrap_or_default(),
         ),
     ];
-    m.object_info.get_or_create(&info_labels).set(1);
+    m.set_object_info(&info_labels);
     if outcome.is_success() {
         m.last_successful_reconcile
             .get_or_create(&vec![("name", name.to_owned())])

@@ -21,8 +21,9 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
     };
 }
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -68,6 +69,11 @@ pub struct Metrics {
     pub source_revision_info: Family<Labels, Gauge>,
     /// `spec_invalid_total{source}`: source revisions refused by validation.
     pub spec_invalid_total: Family<Labels, Counter>,
+    /// `http_requests_total{path,code}`: requests the HTTP server answered (path is the route, never the
+    /// raw URI).
+    pub http_requests_total: Family<Labels, Counter>,
+    /// The label set `object_info` currently carries per object, so a change replaces the old series.
+    object_info_current: Mutex<BTreeMap<String, Labels>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -92,6 +98,8 @@ impl Metrics {
             last_successful_reconcile: Family::default(),
             source_revision_info: Family::default(),
             spec_invalid_total: Family::default(),
+            http_requests_total: Family::default(),
+            object_info_current: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
         };
         registry.register(
@@ -164,7 +172,58 @@ impl Metrics {
             "Source revisions refused because a file failed validation",
             m.spec_invalid_total.clone(),
         );
+        registry.register(
+            "http_requests",
+            "HTTP requests answered by route and status code",
+            m.http_requests_total.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Sets `object_info{name,image,digest,app_version}` to 1 for `labels` (which must carry `name`),
+    /// removing the series of the same object with other labels, so a new digest or app version never
+    /// leaves a stale series behind.
+    pub fn set_object_info(&self, labels: &Labels) {
+        let Some(name) = labels
+            .iter()
+            .find(|(k, _)| *k == "name")
+            .map(|(_, v)| v.clone())
+        else {
+            return;
+        };
+        let mut current = match self.object_info_current.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(old) = current.get(&name)
+            && old != labels
+        {
+            self.object_info.remove(old);
+        }
+        self.object_info.get_or_create(labels).set(1);
+        current.insert(name, labels.clone());
+    }
+
+    /// Forgets the per-object gauges of an object that left the desired state (`ready`, `object_info`,
+    /// `last_successful_reconcile_timestamp_seconds`). Counters are kept: they only ever go up.
+    pub fn forget_object(&self, name: &str) {
+        let by_name: Labels = vec![("name", name.to_owned())];
+        self.ready.remove(&by_name);
+        self.last_successful_reconcile.remove(&by_name);
+        let mut current = match self.object_info_current.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(old) = current.remove(name) {
+            self.object_info.remove(&old);
+        }
+    }
+
+    /// Sets `ready{name}` to 0 or 1.
+    pub fn set_ready(&self, name: &str, ready: bool) {
+        self.ready
+            .get_or_create(&vec![("name", name.to_owned())])
+            .set(i64::from(ready));
     }
 
     /// Records one engine call.
@@ -192,7 +251,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Prometheus text exposition of every metric.
+    /// OpenMetrics text exposition of every metric (served as [`OPENMETRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -202,8 +261,94 @@ impl Metrics {
     }
 }
 
+/// Content type of [`Metrics::encode`]: prometheus-client writes OpenMetrics 1.0 text (ending in `# EOF`),
+/// which Prometheus negotiates and parses.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(digest: &str, version: &str) -> Labels {
+        vec![
+            ("name", "web".to_owned()),
+            ("image", "127.0.0.1:5000/web:v1".to_owned()),
+            ("digest", digest.to_owned()),
+            ("app_version", version.to_owned()),
+        ]
+    }
+
+    #[test]
+    fn object_info_replaces_the_old_series() {
+        let m = Metrics::new();
+        m.set_object_info(&info("sha256:aa", "1"));
+        m.set_object_info(&info("sha256:aa", "1"));
+        m.set_object_info(&info("sha256:bb", "2"));
+        let text = m.encode();
+        assert!(!text.contains("sha256:aa"), "{text}");
+        assert_eq!(text.matches("dockop_object_info{").count(), 1, "{text}");
+        assert!(
+            text.contains(r#"digest="sha256:bb",app_version="2"} 1"#),
+            "{text}"
+        );
+        m.forget_object("web");
+        assert!(!m.encode().contains("dockop_object_info{"));
+    }
+
+    #[test]
+    fn every_metric_has_help() {
+        // Families without a series are not encoded; give each one a series.
+        let m = Metrics::new();
+        let l = |k: &'static str| vec![(k, "x".to_owned())];
+        for c in [
+            &m.reconcile_total,
+            &m.drift_detected_total,
+            &m.updates_total,
+            &m.rollbacks_total,
+            &m.health_probe_failures_total,
+            &m.registry_checks_total,
+            &m.engine_requests_total,
+        ] {
+            c.get_or_create(&l("name")).inc();
+        }
+        for g in [&m.ready, &m.object_info, &m.source_revision_info] {
+            g.get_or_create(&l("name")).set(1);
+        }
+        m.last_successful_reconcile
+            .get_or_create(&l("name"))
+            .set(1.0);
+        m.reconcile_duration_seconds
+            .get_or_create(&l("name"))
+            .observe(0.1);
+        m.engine_call("inspect", true, Duration::from_millis(3));
+        let text = m.encode();
+        for name in [
+            "reconcile",
+            "reconcile_duration_seconds",
+            "drift_detected",
+            "updates",
+            "rollbacks",
+            "health_probe_failures",
+            "ready",
+            "object_info",
+            "registry_checks",
+            "engine_requests",
+            "engine_request_duration_seconds",
+            "last_successful_reconcile_timestamp_seconds",
+            "source_revision_info",
+        ] {
+            assert!(
+                text.contains(&format!("# HELP dockop_{name} ")),
+                "no HELP for {name}: {text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
 }

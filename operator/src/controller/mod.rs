@@ -1,49 +1,748 @@
-//! The long-running controller (`dockop run`).
+//! The long-running controller (`dockop run`): merges source changes, Docker events, HTTP triggers, a
+//! jittered resync timer and per-object requeues (registry checks, error backoff) into per-object work on
+//! a [`queue::WorkQueue`] (dedupe, debounce, one in flight per object, bounded parallelism), and runs the
+//! work with [`worker::Worker`] — in the manner of kube-runtime's controller.
 //!
-//! STUB: a plain resync loop until the real controller (sources, events, work queue) lands.
+//! The loop is the only owner of the desired state and the queue; sources, the events watcher and HTTP
+//! talk to it over channels; reconciles run on spawned tasks and report back.
 
+pub mod backoff;
+pub mod events;
+pub mod lock;
+pub mod queue;
 pub mod shared;
+pub mod worker;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until};
+
+use self::backoff::{Backoff, jitter};
+use self::events::{EngineSignal, RELEVANT_ACTIONS};
+use self::queue::{Action, Request, WorkQueue};
+use self::shared::{Shared, Trigger};
+use self::worker::{Job, JobResult, Worker};
 use crate::cli::{GlobalArgs, RunArgs};
-use crate::commands::{TermReporter, connect, load_valid, open_store};
-use crate::reconcile::{Ctx, Options, reconcile};
+use crate::commands::{connect, open_store};
+use crate::execute::Outcome;
+use crate::http::{HttpConfig, serve};
+use crate::reconcile::{Ctx, ReconcileError};
+use crate::source::DesiredState;
+use crate::source::file::FileSource;
+use crate::source::git::{GitConfig, GitSource};
+use crate::spec::Container;
+use crate::telemetry::metrics;
+
+/// Extra time past the largest `stopTimeoutSeconds` a shutdown may take.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+/// Objects whose only change is the source revision are reconciled this long after the changed ones.
+const REVISION_ONLY_DELAY: Duration = Duration::from_secs(1);
+/// A shared container list is reused for at most this long.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// Settings of the loop.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Debounce of changes.
+    pub debounce: Duration,
+    /// Full resync period (jittered ±10 %).
+    pub resync: Duration,
+    /// Reconciles in parallel.
+    pub max_concurrent: usize,
+    /// Remove objects that left the source.
+    pub prune: bool,
+    /// `source` label of the metrics.
+    pub source_label: String,
+}
 
 /// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
+    if args.files.is_empty() && args.git.is_none() {
+        eprintln!(
+            "error: dockop run needs a source\n  fix: pass -f FILE|DIR (one or more) or --git URL --branch B --path P"
+        );
+        return ExitCode::FAILURE;
+    }
     let store = match open_store(&global) {
         Ok(s) => s,
         Err(c) => return c,
+    };
+    let lock = match lock::acquire(store.dir()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let engine = match connect(&global).await {
         Ok(e) => e,
         Err(c) => return c,
     };
+    let engine: Arc<dyn crate::engine::Engine> = engine;
+    let (shared, triggers) = Shared::new(store.clone(), engine.clone());
+    shared.engine_reachable.store(true, Ordering::Relaxed);
+    let http = match serve(
+        HttpConfig {
+            listen: args.listen.clone(),
+            token_file: args.reconcile_token_file.clone(),
+            webhook_secret_file: args.webhook_secret_file.clone(),
+        },
+        shared.clone(),
+    )
+    .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}\n  fix: pass --listen ADDR:PORT with a free port");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let debounce = Duration::from_millis(args.debounce_ms);
+    let (source_tx, source_rx) = mpsc::channel(4);
+    let (rescan_tx, rescan_rx) = mpsc::unbounded_channel();
+    let (source_label, source_task, is_git) = match &args.git {
+        Some(url) => {
+            let src = GitSource::new(GitConfig {
+                url: url.clone(),
+                branch: args.branch.clone(),
+                path: args.path.clone(),
+                dir: store.dir().join("git"),
+                poll: Duration::from_secs(args.git_poll_seconds.max(1)),
+            });
+            let label = src.label().to_owned();
+            (label, tokio::spawn(src.run(source_tx, rescan_rx)), true)
+        }
+        None => {
+            let src = FileSource::new(args.files.clone(), debounce);
+            let label = src.label().to_owned();
+            (label, tokio::spawn(src.run(source_tx, rescan_rx)), false)
+        }
+    };
+    let (engine_tx, engine_rx) = mpsc::channel(256);
+    let events_task = tokio::spawn(events::watch(engine.clone(), shared.clone(), engine_tx));
+
     let ctx = Ctx {
         engine,
         store,
-        reporter: Arc::new(TermReporter::new()),
+        reporter: Arc::new(worker::QuietReporter),
     };
-    loop {
-        if let Some(loaded) = load_valid(&args.files) {
-            for o in &loaded.objects {
-                let opts = Options {
-                    registry_max_age: Some(Duration::from_secs(u64::from(
-                        o.object.spec.update.check_interval_seconds,
-                    ))),
-                    ..Default::default()
-                };
-                if let Err(e) = reconcile(&ctx, &o.object, None, &opts).await {
-                    tracing::warn!(object = %o.object.metadata.name, error = %e, "reconcile failed");
+    let controller = Controller::new(
+        Config {
+            debounce,
+            resync: Duration::from_secs(args.resync_seconds.max(1)),
+            max_concurrent: args.max_concurrent,
+            prune: args.prune,
+            source_label,
+        },
+        ctx,
+        shared,
+        rescan_tx,
+        is_git,
+    );
+    tracing::info!(
+        listen = %args.listen,
+        lock = %lock.path().display(),
+        "dockop run started"
+    );
+    controller
+        .run(source_rx, engine_rx, triggers, shutdown_signal())
+        .await;
+    source_task.abort();
+    events_task.abort();
+    http.abort();
+    drop(lock);
+    ExitCode::SUCCESS
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// The controller loop's state.
+#[derive(Debug)]
+pub struct Controller {
+    cfg: Config,
+    shared: Arc<Shared>,
+    worker: Arc<Worker>,
+    queue: WorkQueue,
+    /// Desired objects in force.
+    desired: BTreeMap<String, Container>,
+    /// Objects held at their last valid version: name -> errors.
+    invalid: BTreeMap<String, String>,
+    /// Revision in force.
+    revision: Option<String>,
+    /// The last source state was complete (removals are real).
+    complete: bool,
+    /// Objects this state directory manages or managed (status files, objects seen in the source).
+    known: BTreeSet<String>,
+    /// Objects already reported orphaned.
+    orphaned: BTreeSet<String>,
+    /// When each object was last changed by us or by someone else (engine events).
+    touched: HashMap<String, Instant>,
+    /// Error backoff per object.
+    backoffs: HashMap<String, Backoff>,
+    /// Objects still to reconcile once before `first_sync_done`; `None` before the source's first state.
+    first_pending: Option<BTreeSet<String>>,
+    tasks: JoinSet<(String, JobResult)>,
+    rescan: mpsc::UnboundedSender<()>,
+    is_git: bool,
+}
+
+impl Controller {
+    /// A controller; `known` starts as the objects with a status in the state directory.
+    pub fn new(
+        cfg: Config,
+        ctx: Ctx,
+        shared: Arc<Shared>,
+        rescan: mpsc::UnboundedSender<()>,
+        is_git: bool,
+    ) -> Self {
+        let known = ctx.store.list().into_iter().map(|s| s.name).collect();
+        Self {
+            queue: WorkQueue::new(cfg.debounce, cfg.max_concurrent),
+            worker: Arc::new(Worker::new(ctx.clone(), SNAPSHOT_MAX_AGE)),
+            cfg,
+            shared,
+            desired: BTreeMap::new(),
+            invalid: BTreeMap::new(),
+            revision: None,
+            complete: false,
+            known,
+            orphaned: BTreeSet::new(),
+            touched: HashMap::new(),
+            backoffs: HashMap::new(),
+            first_pending: None,
+            tasks: JoinSet::new(),
+            rescan,
+            is_git,
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then lets the reconciles in flight finish (within the largest
+    /// `stopTimeoutSeconds` + a few seconds; past that they are abandoned between steps, which an update
+    /// survives by design).
+    pub async fn run(
+        mut self,
+        mut source: mpsc::Receiver<DesiredState>,
+        mut engine: mpsc::Receiver<EngineSignal>,
+        mut triggers: mpsc::UnboundedReceiver<Trigger>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut resync_at = Instant::now() + jitter(self.cfg.resync, 0.1);
+        let far = Duration::from_secs(365 * 24 * 3600);
+        loop {
+            self.spawn_ready();
+            let deadline = self.queue.next_deadline();
+            tokio::select! {
+                () = &mut shutdown => break,
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
+                    Ok((name, result)) => self.finished(&name, result),
+                    Err(e) => tracing::error!(error = %e, "reconcile task failed"),
+                },
+                Some(state) = source.recv() => self.apply_source(state).await,
+                Some(signal) = engine.recv() => self.engine_signal(signal),
+                Some(t) = triggers.recv() => self.trigger(t),
+                () = sleep_until(resync_at) => {
+                    self.resync("periodic");
+                    resync_at = Instant::now() + jitter(self.cfg.resync, 0.1);
+                }
+                () = sleep_until(deadline.unwrap_or_else(|| Instant::now() + far)), if deadline.is_some() => {}
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(&mut self) {
+        let largest_stop = self
+            .desired
+            .values()
+            .map(|o| o.spec.stop_timeout_seconds)
+            .max()
+            .unwrap_or(10);
+        let limit = Duration::from_secs(u64::from(largest_stop)) + SHUTDOWN_GRACE;
+        let n = self.tasks.len();
+        if n == 0 {
+            tracing::info!("shutting down");
+            return;
+        }
+        tracing::info!(in_flight = n, limit = ?limit, "shutting down: letting the reconciles in flight finish");
+        let drain = async {
+            while let Some(done) = self.tasks.join_next().await {
+                if let Ok((name, result)) = done {
+                    log_result(&name, &result);
+                }
+            }
+        };
+        let second = shutdown_signal();
+        tokio::select! {
+            _ = tokio::time::timeout(limit, drain) => {}
+            () = second => {}
+        }
+        if !self.tasks.is_empty() {
+            tracing::warn!(
+                abandoned = self.tasks.len(),
+                "shutdown limit reached: abandoning reconciles between steps; the next start resumes them"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+
+    /// Starts the jobs that are due.
+    fn spawn_ready(&mut self) {
+        let now = Instant::now();
+        for name in self.queue.pop_ready(now) {
+            let Some(job) = self.job_for(&name) else {
+                self.queue.done(&name, Action::await_change(), now);
+                self.first_done(&name);
+                continue;
+            };
+            let touched = self.touched.get(&name).copied();
+            let worker = self.worker.clone();
+            self.tasks.spawn(async move {
+                let result = worker.run(&name, job, touched).await;
+                (name, result)
+            });
+        }
+    }
+
+    /// What to do for `name` now; `None`: nothing.
+    fn job_for(&self, name: &str) -> Option<Job> {
+        if let Some(o) = self.desired.get(name) {
+            return Some(Job::Reconcile {
+                object: Box::new(o.clone()),
+                revision: self.revision.clone(),
+                invalid: self.invalid.get(name).cloned(),
+            });
+        }
+        // Removals count only when the source was read completely.
+        if !self.known.contains(name) || !self.complete {
+            return None;
+        }
+        if self.cfg.prune {
+            Some(Job::Prune)
+        } else if self.orphaned.contains(name) {
+            None
+        } else {
+            Some(Job::Orphan {
+                revision: self.revision.clone(),
+            })
+        }
+    }
+
+    fn finished(&mut self, name: &str, result: JobResult) {
+        let now = Instant::now();
+        log_result(name, &result);
+        let action = match &result {
+            JobResult::Reconciled(report) => {
+                if report.plan.changes() || !matches!(report.outcome, Some(Outcome::Converged)) {
+                    self.touched.insert(name.to_owned(), now);
+                }
+                if matches!(report.outcome, Some(Outcome::Failed { .. })) {
+                    self.retry(name)
+                } else {
+                    self.backoffs.remove(name);
+                    self.shared.engine_reachable.store(true, Ordering::Relaxed);
+                    self.requeue_for(name)
+                }
+            }
+            JobResult::Failed(e) => {
+                if matches!(e, ReconcileError::Observe(_)) {
+                    self.shared.engine_reachable.store(false, Ordering::Relaxed);
+                }
+                self.touched.insert(name.to_owned(), now);
+                self.retry(name)
+            }
+            JobResult::Orphaned => {
+                self.orphaned.insert(name.to_owned());
+                Action::await_change()
+            }
+            JobResult::Pruned { .. } => {
+                self.known.remove(name);
+                self.orphaned.remove(name);
+                self.touched.remove(name);
+                self.backoffs.remove(name);
+                Action::await_change()
+            }
+            JobResult::PruneFailed(_) => self.retry(name),
+        };
+        self.queue.done(name, action, now);
+        self.first_done(name);
+    }
+
+    /// Next attempt after a failure, backing off.
+    fn retry(&mut self, name: &str) -> Action {
+        let b = self
+            .backoffs
+            .entry(name.to_owned())
+            .or_insert_with(Backoff::for_reconcile);
+        Action::requeue(b.next().unwrap_or(Duration::from_secs(60)))
+    }
+
+    /// After a success: come back for the registry check of a followed tag.
+    fn requeue_for(&self, name: &str) -> Action {
+        match self.desired.get(name) {
+            Some(o) if o.spec.digest.is_none() => Action::requeue(Duration::from_secs(u64::from(
+                o.spec.update.check_interval_seconds.max(1),
+            ))),
+            _ => Action::await_change(),
+        }
+    }
+
+    fn first_done(&mut self, name: &str) {
+        if let Some(p) = self.first_pending.as_mut() {
+            p.remove(name);
+            if p.is_empty() && !self.shared.first_sync_done.swap(true, Ordering::Relaxed) {
+                tracing::info!(objects = self.desired.len(), "first sync done");
+            }
+        }
+    }
+
+    /// A new state from the source.
+    async fn apply_source(&mut self, state: DesiredState) {
+        let now = Instant::now();
+        let new: BTreeMap<String, Container> = state
+            .objects
+            .into_iter()
+            .map(|o| (o.metadata.name.clone(), o))
+            .collect();
+        let revision_changed =
+            self.revision.as_deref() != Some(state.revision.as_str()) && !state.revision.is_empty();
+        for (name, o) in &new {
+            let changed = self.desired.get(name) != Some(o)
+                || self.invalid.get(name) != state.invalid.get(name);
+            if changed {
+                // The source debounced its own events already.
+                self.queue.request(name, Request::Now, now);
+            } else if revision_changed {
+                // Only the revision in its status changes: after the objects that really changed.
+                let later = now + self.cfg.debounce + REVISION_ONLY_DELAY;
+                self.queue.request(name, Request::At(later), now);
+            }
+            self.known.insert(name.clone());
+            self.orphaned.remove(name);
+        }
+        self.complete = state.complete;
+        if state.complete {
+            for name in self.known.iter().filter(|n| !new.contains_key(*n)) {
+                if !self.orphaned.contains(name) {
+                    self.queue.request(name, Request::Now, now);
                 }
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(args.resync_seconds)) => {}
-            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+        if self.first_pending.is_none() {
+            let mut pending: BTreeSet<String> = new.keys().cloned().collect();
+            if state.complete {
+                pending.extend(self.known.iter().filter(|n| !new.contains_key(*n)).cloned());
+            }
+            if pending.is_empty() {
+                self.shared.first_sync_done.store(true, Ordering::Relaxed);
+            }
+            self.first_pending = Some(pending);
         }
+        if revision_changed {
+            let m = metrics();
+            if let Some(old) = &self.revision {
+                m.source_revision_info.remove(&vec![
+                    ("source", self.cfg.source_label.clone()),
+                    ("revision", old.clone()),
+                ]);
+            }
+            m.source_revision_info
+                .get_or_create(&vec![
+                    ("source", self.cfg.source_label.clone()),
+                    ("revision", state.revision.clone()),
+                ])
+                .set(1);
+            tracing::info!(revision = %state.revision, objects = new.len(), "source revision in force");
+            self.revision = Some(state.revision.clone());
+        }
+        self.invalid = state.invalid;
+        self.desired = new;
+        *self.shared.objects.write().await = self.desired.clone();
+        *self.shared.revision.write().await = self.revision.clone();
+    }
+
+    fn engine_signal(&mut self, signal: EngineSignal) {
+        match signal {
+            EngineSignal::Event(ev) => {
+                let now = Instant::now();
+                if !self.desired.contains_key(&ev.object) && !self.known.contains(&ev.object) {
+                    // Another dockop's container (the engine is shared).
+                    return;
+                }
+                self.touched.insert(ev.object.clone(), now);
+                if RELEVANT_ACTIONS.contains(&ev.action.as_str())
+                    && self.desired.contains_key(&ev.object)
+                {
+                    tracing::debug!(object = %ev.object, action = %ev.action, "engine event");
+                    self.queue.request(&ev.object, Request::Changed, now);
+                }
+            }
+            EngineSignal::Lost(_) => {}
+            EngineSignal::Reconnected => {
+                self.worker.snapshots().invalidate();
+                self.resync("engine reconnected");
+            }
+        }
+    }
+
+    fn trigger(&mut self, t: Trigger) {
+        match t {
+            Trigger::Object(name) => {
+                if self.desired.contains_key(&name) {
+                    tracing::info!(object = %name, "reconcile requested over HTTP");
+                    self.queue.request(&name, Request::Now, Instant::now());
+                } else {
+                    tracing::warn!(object = %name, "reconcile requested for an object not in the source");
+                }
+            }
+            Trigger::Source => {
+                tracing::info!("source refresh requested over HTTP");
+                let _ = self.rescan.send(());
+            }
+        }
+    }
+
+    /// Asks for every object in force.
+    fn resync(&mut self, why: &str) {
+        tracing::debug!(reason = why, objects = self.desired.len(), "resync");
+        let now = Instant::now();
+        for name in self.desired.keys() {
+            self.queue.request(name, Request::Now, now);
+        }
+        if !self.is_git {
+            // The watcher is the fast path; a rescan catches what it missed (it acts only on new bytes).
+            let _ = self.rescan.send(());
+        }
+    }
+}
+
+/// One info line per reconcile that changed something or failed; debug for no-ops.
+fn log_result(name: &str, result: &JobResult) {
+    match result {
+        JobResult::Reconciled(r) => match &r.outcome {
+            Some(Outcome::Converged) | None => {
+                tracing::debug!(object = name, seconds = r.seconds, "unchanged");
+            }
+            Some(Outcome::Changed { action }) => {
+                tracing::info!(object = name, action = %action, seconds = format!("{:.2}", r.seconds), digest = r.plan.target_digest.as_deref().unwrap_or(""), "changed");
+            }
+            Some(Outcome::Blocked { reason, message }) => {
+                tracing::debug!(object = name, reason = %reason, "{message}");
+            }
+            Some(o) => {
+                tracing::warn!(
+                    object = name,
+                    result = o.result_label(),
+                    seconds = format!("{:.2}", r.seconds),
+                    "{o:?}"
+                );
+            }
+        },
+        JobResult::Failed(e) => tracing::warn!(object = name, error = %e, "reconcile failed"),
+        JobResult::Orphaned => {}
+        JobResult::Pruned { removed } => {
+            tracing::info!(object = name, containers = removed, "pruned (volumes kept)");
+        }
+        JobResult::PruneFailed(e) => tracing::warn!(object = name, error = %e, "prune failed"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::engine::Engine;
+    use crate::engine::fake::FakeEngine;
+    use crate::status::{ConditionType, Store};
+
+    const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    fn object(name: &str) -> Container {
+        let text = format!(
+            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: 127.0.0.1:5000/web:v1\n  update: {{preflight: false}}\n"
+        );
+        let loaded = crate::spec::load::load_str(Path::new("t.yaml"), &text);
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        loaded.objects[0].object.clone()
+    }
+
+    fn state(objects: Vec<Container>, revision: &str, invalid: &[(&str, &str)]) -> DesiredState {
+        DesiredState {
+            revision: revision.to_owned(),
+            objects,
+            invalid: invalid
+                .iter()
+                .map(|(n, m)| ((*n).to_owned(), (*m).to_owned()))
+                .collect(),
+            complete: invalid.is_empty(),
+        }
+    }
+
+    struct Harness {
+        fake: FakeEngine,
+        store: Store,
+        shared: Arc<Shared>,
+        source: mpsc::Sender<DesiredState>,
+        stop: Option<oneshot::Sender<()>>,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn start(prune: bool) -> Harness {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let fake = FakeEngine::new();
+        fake.push("127.0.0.1:5000/web:v1", DIGEST);
+        let engine: Arc<dyn Engine> = Arc::new(fake.clone());
+        let (shared, _triggers) = Shared::new(store.clone(), engine.clone());
+        let ctx = Ctx {
+            engine,
+            store: store.clone(),
+            reporter: Arc::new(worker::QuietReporter),
+        };
+        let (rescan, _rescan_rx) = mpsc::unbounded_channel();
+        let c = Controller::new(
+            Config {
+                debounce: Duration::from_millis(10),
+                resync: Duration::from_secs(3600),
+                max_concurrent: 2,
+                prune,
+                source_label: "test".into(),
+            },
+            ctx,
+            shared.clone(),
+            rescan,
+            false,
+        );
+        let (source, source_rx) = mpsc::channel(4);
+        let (_events_tx, events_rx) = mpsc::channel(4);
+        let (_trigger_tx, trigger_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(c.run(source_rx, events_rx, trigger_rx, async move {
+            let _ = stop_rx.await;
+        }));
+        Harness {
+            fake,
+            store,
+            shared,
+            source,
+            stop: Some(stop),
+            task,
+            _dir: dir,
+        }
+    }
+
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
+    fn degraded_reason(store: &Store, name: &str) -> Option<String> {
+        store
+            .load(name)
+            .condition(ConditionType::Degraded)
+            .filter(|c| c.status)
+            .map(|c| c.reason.clone())
+    }
+
+    #[tokio::test]
+    async fn applies_marks_invalid_and_orphans() {
+        let mut h = start(false);
+        h.source
+            .send(state(vec![object("web")], "r1", &[]))
+            .await
+            .expect("send");
+        eventually("created and first sync done", || {
+            h.fake.by_name("web").is_some_and(|c| c.is_running())
+                && h.shared.first_sync_done.load(Ordering::Relaxed)
+        })
+        .await;
+        assert_eq!(h.store.load("web").revision.as_deref(), Some("r1"));
+        assert_eq!(h.shared.objects.read().await.len(), 1);
+
+        // Held at its last version with errors: SpecInvalid, container untouched.
+        h.fake.take_calls();
+        h.source
+            .send(state(
+                vec![object("web")],
+                "r2",
+                &[("web", "t.yaml:3:1: bad")],
+            ))
+            .await
+            .expect("send");
+        eventually("SpecInvalid", || {
+            degraded_reason(&h.store, "web").as_deref() == Some("SpecInvalid")
+        })
+        .await;
+        assert!(
+            h.fake.take_calls().is_empty(),
+            "nothing changed in the engine"
+        );
+
+        // Removed from a complete source: Orphaned, left running.
+        h.source.send(state(vec![], "r3", &[])).await.expect("send");
+        eventually("Orphaned", || {
+            degraded_reason(&h.store, "web").as_deref() == Some("Orphaned")
+        })
+        .await;
+        assert!(h.fake.by_name("web").is_some());
+
+        h.stop.take().map(|s| s.send(()));
+        h.task.await.expect("controller ends");
+    }
+
+    #[tokio::test]
+    async fn prunes_containers_and_status() {
+        let mut h = start(true);
+        h.source
+            .send(state(vec![object("web"), object("db")], "r1", &[]))
+            .await
+            .expect("send");
+        eventually("both created", || {
+            h.fake.by_name("web").is_some() && h.fake.by_name("db").is_some()
+        })
+        .await;
+        h.source
+            .send(state(vec![object("db")], "r2", &[]))
+            .await
+            .expect("send");
+        eventually("web pruned", || {
+            h.fake.by_name("web").is_none() && !h.store.list().iter().any(|s| s.name == "web")
+        })
+        .await;
+        assert!(h.fake.by_name("db").is_some());
+        h.stop.take().map(|s| s.send(()));
+        h.task.await.expect("controller ends");
     }
 }

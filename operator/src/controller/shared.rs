@@ -41,7 +41,10 @@ pub struct Shared {
 
 impl Shared {
     /// New shared state and the receiving end of the trigger channel.
-    pub fn new(store: Store, engine: Arc<dyn Engine>) -> (Arc<Self>, mpsc::UnboundedReceiver<Trigger>) {
+    pub fn new(
+        store: Store,
+        engine: Arc<dyn Engine>,
+    ) -> (Arc<Self>, mpsc::UnboundedReceiver<Trigger>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let s = Shared {
             store,
@@ -57,6 +60,7 @@ impl Shared {
 
     /// `/readyz`: engine reachable and first sync done.
     pub fn is_ready(&self) -> bool {
-        self.first_sync_done.load(Ordering::Relaxed) && self.engine_reachable.load(Ordering::Relaxed)
+        self.first_sync_done.load(Ordering::Relaxed)
+            && self.engine_reachable.load(Ordering::Relaxed)
     }
 }

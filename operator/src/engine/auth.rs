@@ -117,7 +117,11 @@ pub fn credentials_for(image: &str) -> Result<Option<Credentials>, AuthError> {
         return run_helper(helper, &keys[0]).map(Some);
     }
     for k in &keys {
-        if let Some(c) = config.auths.get(k).and_then(|entry| decode_entry(entry, host)) {
+        if let Some(c) = config
+            .auths
+            .get(k)
+            .and_then(|entry| decode_entry(entry, host))
+        {
             return Ok(Some(c));
         }
     }

@@ -1,0 +1,296 @@
+//! One unit of per-object work, as the queue hands it out: reconcile a desired object, mark an object
+//! that left the source `Orphaned`, or prune it. Also the shared engine snapshot that lets a resync of
+//! many objects cost one container list instead of one per object.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::engine::{ContainerInfo, Engine, EngineError, LABEL_NAME};
+use crate::execute::Reporter;
+use crate::reconcile::{Ctx, Options, ReconcileError, Report, reconcile};
+use crate::spec::Container;
+use crate::status::{ConditionType, Store, write_atomic};
+use crate::telemetry::metrics;
+
+/// Condition reason of an object whose input is invalid (it keeps its last valid version).
+pub const REASON_SPEC_INVALID: &str = "SpecInvalid";
+/// Condition reason of an object no longer in the source (left running).
+pub const REASON_ORPHANED: &str = "Orphaned";
+
+/// What to do for one object.
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Reconcile it towards `object`.
+    Reconcile {
+        /// The desired object.
+        object: Box<Container>,
+        /// Source revision.
+        revision: Option<String>,
+        /// The errors of its input, when it is held at its last valid version.
+        invalid: Option<String>,
+    },
+    /// It left the source: report it, leave it running.
+    Orphan {
+        /// Source revision without it.
+        revision: Option<String>,
+    },
+    /// It left the source and `--prune` is on: remove its containers (never volumes) and its status.
+    Prune,
+}
+
+/// How a job ended.
+#[derive(Debug)]
+pub enum JobResult {
+    /// A reconcile ran.
+    Reconciled(Box<Report>),
+    /// A reconcile could not even plan.
+    Failed(ReconcileError),
+    /// Marked orphaned.
+    Orphaned,
+    /// Containers and status removed.
+    Pruned {
+        /// Containers removed.
+        removed: usize,
+    },
+    /// Pruning failed part-way (retried).
+    PruneFailed(EngineError),
+}
+
+/// Progress lines of the executor go to debug: the controller logs one line per change.
+#[derive(Debug, Default)]
+pub struct QuietReporter;
+
+impl Reporter for QuietReporter {
+    fn line(&self, name: &str, text: &str) {
+        tracing::debug!(object = name, "{text}");
+    }
+}
+
+#[derive(Debug)]
+struct Snap {
+    at: Instant,
+    epoch: u64,
+    all: Arc<Vec<ContainerInfo>>,
+}
+
+/// A shared `list_managed` result. Reused for an object when taken after the object was last touched (by
+/// our own change or an engine event) and younger than `max_age`; otherwise refreshed, once for every
+/// job waiting on it.
+#[derive(Debug)]
+pub struct Snapshots {
+    engine: Arc<dyn Engine>,
+    cell: Mutex<Option<Snap>>,
+    epoch: AtomicU64,
+    max_age: Duration,
+}
+
+impl Snapshots {
+    /// Snapshots of `engine`'s managed containers.
+    pub fn new(engine: Arc<dyn Engine>, max_age: Duration) -> Self {
+        Self {
+            engine,
+            cell: Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            max_age,
+        }
+    }
+
+    /// A list valid for an object last touched at `touched`.
+    pub async fn get(
+        &self,
+        touched: Option<Instant>,
+    ) -> Result<Arc<Vec<ContainerInfo>>, EngineError> {
+        let mut cell = self.cell.lock().await;
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if let Some(s) = cell.as_ref()
+            && s.epoch == epoch
+            && s.at.elapsed() < self.max_age
+            && touched.is_none_or(|t| s.at > t)
+        {
+            return Ok(s.all.clone());
+        }
+        let at = Instant::now();
+        let all = Arc::new(self.engine.list_managed().await?);
+        *cell = Some(Snap {
+            at,
+            epoch,
+            all: all.clone(),
+        });
+        Ok(all)
+    }
+
+    /// Forgets the snapshot (after an engine reconnect).
+    pub fn invalidate(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs jobs.
+#[derive(Debug)]
+pub struct Worker {
+    ctx: Ctx,
+    snapshots: Snapshots,
+}
+
+impl Worker {
+    /// A worker over `ctx`.
+    pub fn new(ctx: Ctx, snapshot_max_age: Duration) -> Self {
+        Self {
+            snapshots: Snapshots::new(ctx.engine.clone(), snapshot_max_age),
+            ctx,
+        }
+    }
+
+    /// The snapshot cache.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.snapshots
+    }
+
+    /// Runs one job for `name`, last touched at `touched`.
+    pub async fn run(&self, name: &str, job: Job, touched: Option<Instant>) -> JobResult {
+        match job {
+            Job::Reconcile {
+                object,
+                revision,
+                invalid,
+            } => self.reconcile(&object, revision, invalid, touched).await,
+            Job::Orphan { revision } => {
+                mark(
+                    &self.ctx.store,
+                    name,
+                    REASON_ORPHANED,
+                    &format!(
+                        "no longer in the source{}; its container is left running (dockop run --prune removes it)",
+                        revision
+                            .map(|r| format!(" (revision {r})"))
+                            .unwrap_or_default()
+                    ),
+                );
+                tracing::warn!(
+                    object = name,
+                    "removed from the source: left running and reported Orphaned"
+                );
+                JobResult::Orphaned
+            }
+            Job::Prune => self.prune(name).await,
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        object: &Container,
+        revision: Option<String>,
+        invalid: Option<String>,
+        touched: Option<Instant>,
+    ) -> JobResult {
+        let name = object.metadata.name.as_str();
+        // On a list failure, reconcile lists itself and reports the engine error in status.
+        let all = self.snapshots.get(touched).await.ok();
+        // Registry answers are reused for `checkIntervalSeconds` — but only for the image they were
+        // asked for: the cached digest in status is not keyed by reference, so an image edit asks again.
+        let same_image = self.ctx.store.load(name).image == object.spec.image;
+        let opts = Options {
+            dry_run: false,
+            registry_max_age: same_image
+                .then(|| Duration::from_secs(u64::from(object.spec.update.check_interval_seconds))),
+            revision,
+        };
+        let result = reconcile(&self.ctx, object, all.as_ref().map(|a| a.as_slice()), &opts).await;
+        save_last_applied(&self.ctx.store, object);
+        if let Some(errors) = invalid {
+            mark(
+                &self.ctx.store,
+                name,
+                REASON_SPEC_INVALID,
+                &format!("the source has errors; the last valid version stays in force:\n{errors}"),
+            );
+        }
+        match result {
+            Ok(r) => JobResult::Reconciled(Box::new(r)),
+            Err(e) => JobResult::Failed(e),
+        }
+    }
+
+    async fn prune(&self, name: &str) -> JobResult {
+        let all = match self.ctx.engine.list_managed().await {
+            Ok(a) => a,
+            Err(e) => return JobResult::PruneFailed(e),
+        };
+        let mut removed = 0;
+        for c in all.iter().filter(|c| c.label(LABEL_NAME) == Some(name)) {
+            // Volumes are never removed, not even anonymous ones.
+            if let Err(e) = self.ctx.engine.remove(&c.id, false).await
+                && !e.is_not_found()
+            {
+                return JobResult::PruneFailed(e);
+            }
+            removed += 1;
+        }
+        self.ctx.store.remove(name);
+        let _ = std::fs::remove_file(last_applied_path(&self.ctx.store, name));
+        let m = metrics();
+        let labels = vec![("name", name.to_owned())];
+        m.ready.remove(&labels);
+        m.last_successful_reconcile.remove(&labels);
+        JobResult::Pruned { removed }
+    }
+}
+
+/// Sets condition Degraded=True with `reason` on `name`'s status.
+fn mark(store: &Store, name: &str, reason: &str, message: &str) {
+    let mut status = store.load(name);
+    status.set_condition(ConditionType::Degraded, true, reason, message, Utc::now());
+    status.last_error = Some(message.to_owned());
+    if let Err(e) = store.save(&status) {
+        tracing::warn!(object = name, error = %e, "cannot write status");
+    }
+}
+
+fn last_applied_path(store: &Store, name: &str) -> std::path::PathBuf {
+    store
+        .dir()
+        .join("objects")
+        .join(format!("{name}.spec.json.last"))
+}
+
+/// Remembers the object applied, as `dockop apply` does, so `dockop rollback NAME` works without `-f`
+/// (mode 0600: the spec may hold password hashes).
+fn save_last_applied(store: &Store, o: &Container) {
+    let path = last_applied_path(store, &o.metadata.name);
+    let Ok(bytes) = serde_json::to_vec(o) else {
+        return;
+    };
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return;
+    }
+    if write_atomic(&path, &bytes).is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_keep_other_conditions() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = Store::open(dir.path()).expect("store");
+        let mut s = crate::status::ObjectStatus::new("web");
+        s.set_condition(ConditionType::Ready, true, "Healthy", "ok", Utc::now());
+        store.save(&s).expect("save");
+        mark(&store, "web", REASON_SPEC_INVALID, "a.yaml:3:1: bad");
+        let s = store.load("web");
+        assert!(s.is_ready());
+        let d = s.condition(ConditionType::Degraded).expect("degraded");
+        assert_eq!(d.reason, REASON_SPEC_INVALID);
+        assert!(d.status);
+    }
+}

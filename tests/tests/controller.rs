@@ -1,0 +1,411 @@
+//! End-to-end tests of the long-running controller (`dockop run`): file and git sources, Docker events,
+//! the state-dir lock and shutdown — the real binary against the real engine and the test bed's images.
+//! Each test has its own names, ports and state dir; `TestEnv` removes what they made, also on failure.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dockop_e2e::images::*;
+use dockop_e2e::*;
+
+/// A Container spec for the busybox web images (no preflight: these tests are about the loop).
+fn web_spec(env: &TestEnv, name: &str, image: &str, host_port: u16) -> String {
+    format!(
+        "apiVersion: dockop.dev/v1alpha1
+kind: Container
+metadata:
+  name: {name}
+  labels: {labels}
+spec:
+  image: {image}
+  ports:
+    - {{containerPort: {WEB_PORT}, hostPort: {host_port}, hostIP: 127.0.0.1}}
+  health:
+    path: {HEALTH_PATH}
+    port: {WEB_PORT}
+    intervalSeconds: 1
+    startupDeadlineSeconds: 20
+  update:
+    preflight: false
+  init: true
+  stopTimeoutSeconds: 2
+",
+        labels = env.labels_yaml()
+    )
+}
+
+/// `dockop run ARGS... --listen 127.0.0.1:<free port>`, stopped on drop.
+fn run(env: &TestEnv, args: &[&str]) -> Running {
+    let listen = format!("127.0.0.1:{}", env.free_port());
+    let mut all: Vec<&str> = vec!["-v", "run", "--listen", &listen];
+    all.extend_from_slice(args);
+    env.dockop().spawn(all, env.dir())
+}
+
+fn served_version(port: u16) -> Option<String> {
+    let (code, body) = http_get(
+        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    if code != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v.get("version").and_then(|v| v.as_str()).map(str::to_owned)
+}
+
+#[track_caller]
+fn wait_version(d: &Running, port: u16, version: &str, within: Duration) {
+    let ok = wait_until(within, || served_version(port).as_deref() == Some(version));
+    assert!(
+        ok,
+        "port {port} did not serve version {version} within {within:?}; serving {:?}\ndockop log:\n{}",
+        served_version(port),
+        d.stderr()
+    );
+}
+
+fn status_json(env: &TestEnv, name: &str) -> Option<serde_json::Value> {
+    let out = env.dockop().run(["status", name, "-o", "json"]);
+    if !out.success() {
+        return None;
+    }
+    serde_json::from_str(&out.stdout).ok()
+}
+
+/// (status, reason, message) of a condition.
+fn condition(status: &serde_json::Value, kind: &str) -> Option<(bool, String, String)> {
+    let c = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?;
+    Some((
+        c["status"].as_bool().unwrap_or(false),
+        c["reason"].as_str().unwrap_or_default().to_owned(),
+        c["message"].as_str().unwrap_or_default().to_owned(),
+    ))
+}
+
+#[track_caller]
+fn wait_degraded(env: &TestEnv, d: &Running, name: &str, reason: &str) -> String {
+    let mut message = String::new();
+    let ok = wait_until(Duration::from_secs(30), || {
+        match status_json(env, name).and_then(|s| condition(&s, "Degraded")) {
+            Some((true, r, m)) if r == reason => {
+                message = m;
+                true
+            }
+            _ => false,
+        }
+    });
+    assert!(
+        ok,
+        "{name} not Degraded/{reason}: {:#?}\ndockop log:\n{}",
+        status_json(env, name),
+        d.stderr()
+    );
+    message
+}
+
+fn container_id(name: &str) -> Option<String> {
+    let out = docker(["inspect", "-f", "{{.Id}} {{.State.Running}}", name]);
+    let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (id, running) = s.split_once(' ')?;
+    (out.status.success() && running == "true").then(|| id.to_owned())
+}
+
+/// Vim's save: write a new file next to it, rename it over.
+fn rename_save(path: &Path, contents: &str) {
+    let tmp = path.with_extension("yaml.swp");
+    std::fs::write(&tmp, contents).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename over");
+}
+
+#[test]
+fn file_edits_converge_and_invalid_edits_keep_the_old_container() {
+    let env = TestEnv::new("ctl-file-edit");
+    let name = env.name("web");
+    let port = env.free_port();
+    let file = env.write("spec/web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let d = run(&env, &["-f", file.to_str().expect("utf8")]);
+    wait_version(&d, port, "1", Duration::from_secs(60));
+
+    // In-place edit.
+    std::fs::write(&file, web_spec(&env, &name, WEB_V2, port)).expect("edit");
+    wait_version(&d, port, "2", Duration::from_secs(30));
+
+    // Vim-style save: temp file renamed over the original.
+    rename_save(&file, &web_spec(&env, &name, WEB_V3, port));
+    wait_version(&d, port, "3", Duration::from_secs(30));
+    let revision = status_json(&env, &name).expect("status")["revision"].clone();
+    assert!(
+        revision.as_str().is_some_and(|r| r.len() == 12),
+        "content hash revision: {revision}"
+    );
+
+    // Invalid edit: the old container keeps serving, status says SpecInvalid with file:line:col.
+    let id_before = container_id(&name).expect("running");
+    let broken = web_spec(&env, &name, WEB_V1, port).replace("  image:", "  imagee:");
+    std::fs::write(&file, broken).expect("break");
+    let message = wait_degraded(&env, &d, &name, "SpecInvalid");
+    assert!(message.contains("web.yaml:"), "file:line:col in {message}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        served_version(port).as_deref(),
+        Some("3"),
+        "old container serves"
+    );
+    assert_eq!(
+        container_id(&name).as_deref(),
+        Some(id_before.as_str()),
+        "not touched"
+    );
+
+    // Fixed again: converges and the condition clears.
+    std::fs::write(&file, web_spec(&env, &name, WEB_V2, port)).expect("fix");
+    wait_version(&d, port, "2", Duration::from_secs(30));
+    let cleared = wait_until(Duration::from_secs(20), || {
+        status_json(&env, &name)
+            .and_then(|s| condition(&s, "Degraded"))
+            .is_some_and(|(on, _, _)| !on)
+    });
+    assert!(cleared, "Degraded cleared: {:#?}", status_json(&env, &name));
+}
+
+#[test]
+fn directory_with_two_files_and_three_objects_then_orphan() {
+    let env = TestEnv::new("ctl-dir");
+    let (a, b, c) = (env.name("a"), env.name("b"), env.name("c"));
+    let (pa, pb, pc) = (env.free_port(), env.free_port(), env.free_port());
+    let one = format!(
+        "{}---\n{}",
+        web_spec(&env, &a, WEB_V1, pa),
+        web_spec(&env, &b, WEB_V2, pb)
+    );
+    env.write("spec/one.yaml", &one);
+    env.write("spec/two.yml", &web_spec(&env, &c, WEB_V3, pc));
+    env.write("spec/notes.txt", "not a spec");
+    let dir = env.dir().join("spec");
+    let d = run(&env, &["-f", dir.to_str().expect("utf8")]);
+    wait_version(&d, pa, "1", Duration::from_secs(90));
+    wait_version(&d, pb, "2", Duration::from_secs(30));
+    wait_version(&d, pc, "3", Duration::from_secs(30));
+
+    // Remove `b` from the files: left running, reported Orphaned.
+    env.write("spec/one.yaml", &web_spec(&env, &a, WEB_V1, pa));
+    let message = wait_degraded(&env, &d, &b, "Orphaned");
+    assert!(message.contains("--prune"), "{message}");
+    assert_eq!(
+        served_version(pb).as_deref(),
+        Some("2"),
+        "orphan left running"
+    );
+}
+
+#[test]
+fn prune_removes_containers_and_status_but_not_volumes() {
+    let env = TestEnv::new("ctl-prune");
+    let (keep, gone) = (env.name("keep"), env.name("gone"));
+    let (pk, pg) = (env.free_port(), env.free_port());
+    let vol = format!("{gone}-data");
+    let gone_spec = web_spec(&env, &gone, WEB_V1, pg).replace(
+        "  init: true\n",
+        &format!("  volumes:\n    - {{name: {vol}, mountPath: /data}}\n  init: true\n"),
+    );
+    env.write("spec/keep.yaml", &web_spec(&env, &keep, WEB_V1, pk));
+    let gone_file = env.write("spec/gone.yaml", &gone_spec);
+    let dir = env.dir().join("spec");
+    let d = run(&env, &["-f", dir.to_str().expect("utf8"), "--prune"]);
+    wait_version(&d, pk, "1", Duration::from_secs(60));
+    wait_version(&d, pg, "1", Duration::from_secs(30));
+    std::fs::remove_file(&gone_file).expect("rm");
+    let ok = wait_until(Duration::from_secs(30), || {
+        container_id(&gone).is_none() && status_json(&env, &gone).is_none()
+    });
+    assert!(ok, "pruned\n{}", d.stderr());
+    assert!(
+        docker(["volume", "inspect", &vol]).status.success(),
+        "volume kept"
+    );
+    docker(["volume", "rm", "-f", &vol]);
+    assert_eq!(
+        served_version(pk).as_deref(),
+        Some("1"),
+        "the other object untouched"
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.email=e2e@dockop", "-c", "user.name=e2e"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn commit(work: &Path, file: &str, contents: &str, message: &str) -> String {
+    let path = work.join(file);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, contents).expect("write");
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-qm", message]);
+    git(work, &["push", "-q", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"])
+}
+
+#[test]
+fn git_commits_apply_with_their_sha_and_bad_commits_are_rejected() {
+    let env = TestEnv::new("ctl-git");
+    let name = env.name("web");
+    let port = env.free_port();
+    let bare = env.dir().join("repo.git");
+    git(
+        env.dir(),
+        &["init", "-q", "--bare", "-b", "main", "repo.git"],
+    );
+    git(env.dir(), &["clone", "-q", "repo.git", "work"]);
+    let work = env.dir().join("work");
+    git(&work, &["checkout", "-q", "-b", "main"]);
+    std::fs::write(work.join("README.md"), "not a spec\n").expect("write");
+    let c1 = commit(
+        &work,
+        "deploy/web.yaml",
+        &web_spec(&env, &name, WEB_V1, port),
+        "v1",
+    );
+    let url = format!("file://{}", bare.display());
+    let d = run(
+        &env,
+        &[
+            "--git",
+            &url,
+            "--branch",
+            "main",
+            "--path",
+            "deploy",
+            "--git-poll-seconds",
+            "1",
+        ],
+    );
+    wait_version(&d, port, "1", Duration::from_secs(60));
+    let revision = |env: &TestEnv| {
+        status_json(env, &name).and_then(|s| s["revision"].as_str().map(str::to_owned))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || revision(&env).as_deref()
+            == Some(c1.as_str())),
+        "revision {c1}: {:?}",
+        revision(&env)
+    );
+
+    let c2 = commit(
+        &work,
+        "deploy/web.yaml",
+        &web_spec(&env, &name, WEB_V2, port),
+        "v2",
+    );
+    wait_version(&d, port, "2", Duration::from_secs(30));
+    assert!(
+        wait_until(Duration::from_secs(10), || revision(&env).as_deref()
+            == Some(c2.as_str())),
+        "revision {c2}: {:?}",
+        revision(&env)
+    );
+
+    // A bad commit (v3 plus an invalid file): rejected whole, v2 stays, SpecInvalid reported.
+    commit(
+        &work,
+        "deploy/web.yaml",
+        &web_spec(&env, &name, WEB_V3, port),
+        "v3",
+    );
+    let bad = commit(
+        &work,
+        "deploy/bad.yaml",
+        "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata: {name: Bad_Name}\nspec: {image: x}\n",
+        "bad",
+    );
+    let message = wait_degraded(&env, &d, &name, "SpecInvalid");
+    assert!(
+        message.contains(&bad[..12]),
+        "names the rejected commit: {message}"
+    );
+    assert!(
+        message.contains("deploy/bad.yaml:"),
+        "file:line:col: {message}"
+    );
+    assert_eq!(served_version(port).as_deref(), Some("2"));
+    assert_eq!(revision(&env).as_deref(), Some(c2.as_str()));
+}
+
+#[test]
+fn docker_rm_is_recreated_within_two_seconds() {
+    let env = TestEnv::new("ctl-events");
+    let name = env.name("web");
+    let port = env.free_port();
+    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let d = run(&env, &["-f", file.to_str().expect("utf8")]);
+    wait_version(&d, port, "1", Duration::from_secs(60));
+    // Let the first reconcile's own events settle.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = container_id(&name).expect("running");
+    docker_ok(["rm", "-f", &name]);
+    let t0 = Instant::now();
+    let ok = wait_until(Duration::from_secs(20), || {
+        container_id(&name).is_some_and(|id| id != before)
+    });
+    let took = t0.elapsed();
+    assert!(ok, "recreated\n{}", d.stderr());
+    eprintln!("docker rm -f -> recreated and running in {took:?}");
+    assert!(took < Duration::from_secs(2), "recreated in {took:?}");
+    wait_version(&d, port, "1", Duration::from_secs(20));
+}
+
+#[test]
+fn second_run_on_the_same_state_dir_is_refused() {
+    let env = TestEnv::new("ctl-lock");
+    let name = env.name("web");
+    let port = env.free_port();
+    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let f = file.to_str().expect("utf8");
+    let d = run(&env, &["-f", f]);
+    wait_version(&d, port, "1", Duration::from_secs(60));
+    let listen = format!("127.0.0.1:{}", env.free_port());
+    let second = env.dockop().run(["run", "--listen", &listen, "-f", f]);
+    assert_eq!(second.code, Some(1), "{second:?}");
+    assert!(
+        second.stderr.contains("dockop.lock") && second.stderr.contains("--state-dir"),
+        "names the file and the fix: {}",
+        second.stderr
+    );
+}
+
+#[test]
+fn sigterm_exits_promptly_and_cleanly() {
+    let env = TestEnv::new("ctl-term");
+    let name = env.name("web");
+    let port = env.free_port();
+    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let mut d = run(&env, &["-f", file.to_str().expect("utf8")]);
+    wait_version(&d, port, "1", Duration::from_secs(60));
+    // SIGTERM in the middle of an update: it finishes or is abandoned within stopTimeout + 5 s.
+    std::fs::write(&file, web_spec(&env, &name, WEB_SLOW, port)).expect("edit");
+    std::thread::sleep(Duration::from_millis(800));
+    let t0 = Instant::now();
+    let code = d.stop(Duration::from_secs(10));
+    let took = t0.elapsed();
+    eprintln!("SIGTERM -> exit {code:?} in {took:?}");
+    assert_eq!(code, Some(0), "{}", d.stderr());
+    assert!(took < Duration::from_secs(2 + 5), "exited in {took:?}");
+    // Nothing left half-way that a restart cannot resume: a new run converges.
+    let d2 = run(&env, &["-f", file.to_str().expect("utf8")]);
+    let ok = wait_until(Duration::from_secs(60), || served_version(port).is_some());
+    assert!(ok, "a restart converges\n{}", d2.stderr());
+}

@@ -1,0 +1,140 @@
+//! End-to-end: `dockop run` survives a restart of the Docker engine — it reconnects its event stream with
+//! backoff, lists everything again, and converges.
+//!
+//! This test restarts the shared `dockerd`, which disturbs every other test using the engine, so it is
+//! `#[ignore]`d and run alone, after the rest: `cargo nextest run -p dockop-e2e --test engine_restart
+//! --run-ignored only`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dockop_e2e::images::*;
+use dockop_e2e::*;
+
+fn web_spec(env: &TestEnv, name: &str, image: &str, host_port: u16) -> String {
+    format!(
+        "apiVersion: dockop.dev/v1alpha1
+kind: Container
+metadata:
+  name: {name}
+  labels: {labels}
+spec:
+  image: {image}
+  ports:
+    - {{containerPort: {WEB_PORT}, hostPort: {host_port}, hostIP: 127.0.0.1}}
+  health:
+    path: {HEALTH_PATH}
+    port: {WEB_PORT}
+    intervalSeconds: 1
+    startupDeadlineSeconds: 20
+  update:
+    preflight: false
+  init: true
+  stopTimeoutSeconds: 2
+",
+        labels = env.labels_yaml()
+    )
+}
+
+fn served(port: u16) -> bool {
+    http_get(
+        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
+        Duration::from_secs(2),
+    )
+    .is_ok_and(|(code, _)| code == 200)
+}
+
+fn engine_up() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ID}}"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn dockerd_pid() -> Option<u32> {
+    let out = Command::new("pidof").arg("dockerd").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Stops dockerd (SIGTERM, as a service manager would) and starts it again the way the test bed does.
+fn restart_dockerd() {
+    let pid = dockerd_pid().expect("dockerd runs (tests/testbed/up starts it)");
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let gone = wait_until(Duration::from_secs(60), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    assert!(gone, "dockerd {pid} did not stop");
+    let started = Command::new("sh")
+        .args([
+            "-c",
+            "mkdir -p /var/log/dockop-testbed && setsid dockerd >>/var/log/dockop-testbed/dockerd.log 2>&1 </dev/null &",
+        ])
+        .status()
+        .expect("start dockerd");
+    assert!(started.success());
+    assert!(
+        wait_until(Duration::from_secs(60), engine_up),
+        "dockerd back within 60 s"
+    );
+}
+
+#[test]
+#[ignore = "restarts the shared Docker engine: run alone with --run-ignored only"]
+fn reconnects_after_dockerd_restart_and_converges() {
+    let env = TestEnv::new("ctl-engine-restart");
+    let name = env.name("web");
+    let port = env.free_port();
+    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let listen = format!("127.0.0.1:{}", env.free_port());
+    let d = env.dockop().spawn(
+        [
+            "-v",
+            "run",
+            "--listen",
+            &listen,
+            "-f",
+            file.to_str().expect("utf8"),
+        ],
+        env.dir(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(60), || served(port)),
+        "serving\n{}",
+        d.stderr()
+    );
+
+    restart_dockerd();
+    let t0 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(60), || d
+            .stderr()
+            .contains("reachable again")),
+        "dockop reconnected\n{}",
+        d.stderr()
+    );
+    eprintln!("dockerd up -> dockop reconnected in {:?}", t0.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(60), || served(port)),
+        "serving after the restart\n{}",
+        d.stderr()
+    );
+
+    // The new event stream works: a removed container comes back at once.
+    docker_ok(["rm", "-f", &name]);
+    let t1 = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(20), || served(port)),
+        "recreated after the restart\n{}",
+        d.stderr()
+    );
+    eprintln!(
+        "docker rm -f after the restart -> serving again in {:?}",
+        t1.elapsed()
+    );
+}

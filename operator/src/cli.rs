@@ -92,6 +92,14 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         files: Vec<PathBuf>,
     },
+    /// Forget that a digest failed (rollback, rejected preflight), so the next reconcile tries it again.
+    Retry {
+        /// Object name.
+        name: String,
+        /// Forget only this digest (default: every failed digest of the object).
+        #[arg(long)]
+        digest: Option<String>,
+    },
     /// Read a password from stdin (no echo on a terminal) and print a yescrypt hash for `passwordHash`.
     HashPassword,
 }

@@ -24,6 +24,7 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Apply(src) => plan_or_apply(&global, &src.files, false).await,
         Command::Status { name, output } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
+        Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
         Command::Run(args) => crate::controller::run(global, args).await,
         Command::Validate { .. } | Command::Schema { .. } | Command::HashPassword => {
             ExitCode::FAILURE
@@ -302,7 +303,7 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
 
 fn print_status_table(all: &[ObjectStatus]) {
     println!(
-        "{:<24} {:<6} {:<18} {:<20} {:<12} LAST CHANGE",
+        "{:<24} {:<6} {:<28} {:<20} {:<12} LAST CHANGE",
         "NAME", "READY", "CONDITION", "DIGEST", "VERSION"
     );
     for s in all {
@@ -330,7 +331,7 @@ fn print_status_table(all: &[ObjectStatus]) {
             })
             .unwrap_or_default();
         println!(
-            "{:<24} {:<6} {:<18} {:<20} {:<12} {}",
+            "{:<24} {:<6} {:<28} {:<20} {:<12} {}",
             s.name,
             ready,
             cond,
@@ -444,4 +445,32 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
             ExitCode::FAILURE
         }
     }
+}
+
+fn retry(global: &GlobalArgs, name: &str, digest: Option<&str>) -> ExitCode {
+    let store = match open_store(global) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let mut status = store.load(name);
+    let before = status.failed.len();
+    status
+        .failed
+        .retain(|f| digest.is_some_and(|d| f.digest != d));
+    let cleared = before - status.failed.len();
+    if cleared == 0 {
+        eprintln!(
+            "{name}: no failed digest to forget{}",
+            digest.map(|d| format!(" matching {d}")).unwrap_or_default()
+        );
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = store.save(&status) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "{name}: forgot {cleared} failed digest(s); the next reconcile tries again (`dockop apply -f FILE`, or under `dockop run` its next resync or POST /reconcile/{name})"
+    );
+    ExitCode::SUCCESS
 }

@@ -600,3 +600,22 @@ fn real_opencode_update_then_bad_release_rolls_back() {
         .as_deref()
         == Some("1.18.34")));
 }
+
+#[test]
+fn retry_forgets_a_failed_digest() {
+    let env = TestEnv::new("retry");
+    let (file, name, port, _) = deploy_v1(&env, "  update: {preflight: false}\n");
+    env.push_as(WEB_UNHEALTHY, "live");
+    apply(&env, &file).assert_code(1);
+    let again = apply(&env, &file);
+    assert!(again.stdout.contains("failed before"), "{again}");
+    let out = env.dockop().run(["retry", &name]);
+    out.assert_success();
+    assert!(out.stdout.contains("forgot 1 failed digest"), "{out}");
+    // Tried again: it really runs the update (and rolls back again).
+    let retried = apply(&env, &file);
+    retried.assert_code(1);
+    assert!(retried.stdout.contains("ROLLED BACK"), "{retried}");
+    assert_eq!(served_version(port).as_deref(), Some("1"));
+    env.dockop().run(["retry", "no-such-object"]).assert_code(1);
+}

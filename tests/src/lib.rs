@@ -822,31 +822,6 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_content_length_and_chunked_responses() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-        assert!(response_complete(raw));
-        assert_eq!(parse_response(raw).unwrap(), (200, "hello".to_owned()));
-        let raw = b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert!(response_complete(raw));
-        assert_eq!(parse_response(raw).unwrap(), (500, "abcde".to_owned()));
-    }
-
-    #[test]
-    fn env_names_are_unique_dns_labels() {
-        let a = TestEnv::new("Some_Test::name");
-        let b = TestEnv::new("Some_Test::name");
-        assert_ne!(a.id(), b.id());
-        assert!(a.id().starts_with("e2e-some-test--name-"), "{}", a.id());
-        assert!(a.name("web").len() <= 63);
-        assert!(a.state_dir().is_dir());
-    }
-}
-
 /// Whether `docker info` answers.
 pub fn engine_up() -> bool {
     docker(["info", "--format", "{{.ID}}"]).status.success()
@@ -885,4 +860,29 @@ pub fn restart_dockerd() {
         wait_until(Duration::from_secs(60), engine_up),
         "dockerd back within 60 s"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_length_and_chunked_responses() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert!(response_complete(raw));
+        assert_eq!(parse_response(raw).unwrap(), (200, "hello".to_owned()));
+        let raw = b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        assert!(response_complete(raw));
+        assert_eq!(parse_response(raw).unwrap(), (500, "abcde".to_owned()));
+    }
+
+    #[test]
+    fn env_names_are_unique_dns_labels() {
+        let a = TestEnv::new("Some_Test::name");
+        let b = TestEnv::new("Some_Test::name");
+        assert_ne!(a.id(), b.id());
+        assert!(a.id().starts_with("e2e-some-test--name-"), "{}", a.id());
+        assert!(a.name("web").len() <= 63);
+        assert!(a.state_dir().is_dir());
+    }
 }

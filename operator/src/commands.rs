@@ -41,6 +41,21 @@ pub fn open_store(global: &GlobalArgs) -> Result<Store, ExitCode> {
     })
 }
 
+/// Takes the state directory's lock for a command that changes status (`apply`, `rollback`, `retry`):
+/// they must not race a `dockop run` (or each other) on the same objects.
+fn lock_state(store: &Store) -> Result<crate::controller::lock::StateLock, ExitCode> {
+    use crate::controller::lock::{LockError, acquire};
+    acquire(store.dir()).map_err(|e| {
+        match e {
+            LockError::Held { path, .. } => eprintln!(
+                "error: another dockop holds {path} (a `dockop run` service, or another command)\n  fix: under `dockop run`, change the files it follows or POST /reconcile/NAME; for `rollback` or `retry`, stop it first (the hold and the failed list survive its restart)"
+            ),
+            other => eprintln!("error: {other}"),
+        }
+        ExitCode::FAILURE
+    })
+}
+
 /// Connects to the engine, printing a clear error.
 pub async fn connect(global: &GlobalArgs) -> Result<Arc<DockerEngine>, ExitCode> {
     DockerEngine::connect(global.docker_host.as_deref()).await.map(Arc::new).map_err(|e| {
@@ -151,6 +166,14 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
     let store = match open_store(global) {
         Ok(s) => s,
         Err(c) => return c,
+    };
+    let _lock = if dry_run {
+        None
+    } else {
+        match lock_state(&store) {
+            Ok(l) => Some(l),
+            Err(c) => return c,
+        }
     };
     let engine = match connect(global).await {
         Ok(e) => e,
@@ -350,6 +373,10 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         Ok(s) => s,
         Err(c) => return c,
     };
+    let _lock = match lock_state(&store) {
+        Ok(l) => l,
+        Err(c) => return c,
+    };
     let obj = if files.is_empty() {
         match load_last_applied(&store, name) {
             Some(o) => o,
@@ -450,6 +477,10 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
 fn retry(global: &GlobalArgs, name: &str, digest: Option<&str>) -> ExitCode {
     let store = match open_store(global) {
         Ok(s) => s,
+        Err(c) => return c,
+    };
+    let _lock = match lock_state(&store) {
+        Ok(l) => l,
         Err(c) => return c,
     };
     let mut status = store.load(name);

@@ -619,3 +619,44 @@ fn retry_forgets_a_failed_digest() {
     assert_eq!(served_version(port).as_deref(), Some("1"));
     env.dockop().run(["retry", "no-such-object"]).assert_code(1);
 }
+
+#[test]
+fn one_shot_commands_refuse_to_race_a_running_operator() {
+    let env = TestEnv::new("lock");
+    let (file, name, port, _) = deploy_v1(&env, "");
+    let listen = format!("127.0.0.1:{}", env.free_port());
+    let mut run = env.dockop().spawn(
+        [
+            "run",
+            "-f",
+            file.to_str().expect("utf8"),
+            "--listen",
+            &listen,
+        ],
+        env.dir(),
+    );
+    assert!(wait_until(Duration::from_secs(30), || run
+        .stderr()
+        .contains("dockop.lock")
+        || std::fs::read_to_string(env.state_dir().join("dockop.lock"))
+            .is_ok_and(|p| !p.trim().is_empty())));
+    for args in [
+        vec!["apply", "-f", file.to_str().expect("utf8")],
+        vec!["rollback", name.as_str()],
+        vec!["retry", name.as_str()],
+    ] {
+        let out = env.dockop().run(&args);
+        out.assert_code(1);
+        assert!(
+            out.stderr.contains("another dockop holds"),
+            "{args:?}: {out}"
+        );
+    }
+    // Read-only commands still work.
+    env.dockop().run(["status", &name]).assert_success();
+    env.dockop()
+        .run(["plan", "-f", file.to_str().expect("utf8")])
+        .assert_code(0);
+    run.stop(Duration::from_secs(20));
+    assert_eq!(served_version(port).as_deref(), Some("1"));
+}

@@ -717,6 +717,7 @@ impl<'a> Executor<'a> {
                 tokio::time::sleep(STARTUP_POLL).await;
                 continue;
             };
+            let probe_started = Instant::now();
             let result = probe_object(self.desired, &info, h).await;
             let pause = match &result {
                 ProbeResult::Healthy { version } => {
@@ -724,7 +725,12 @@ impl<'a> Executor<'a> {
                     self.status.app_version = version.clone();
                     return Ok(());
                 }
-                ProbeResult::NotListening { .. } => STARTUP_POLL,
+                // Not listening (yet): still starting, which only the deadline limits; it also ends a run
+                // of unhealthy answers.
+                ProbeResult::NotListening { .. } => {
+                    failures = 0;
+                    STARTUP_POLL
+                }
                 ProbeResult::Unhealthy { .. } | ProbeResult::Timeout => {
                     failures += 1;
                     Metrics::inc_name(&metrics().health_probe_failures_total, self.name());
@@ -739,7 +745,9 @@ impl<'a> Executor<'a> {
                             ),
                         });
                     }
+                    // Probes run at a fixed rate: a probe that used up its timeout is followed at once.
                     Duration::from_secs(u64::from(h.interval_seconds))
+                        .saturating_sub(probe_started.elapsed())
                 }
             };
             if started.elapsed() + pause > deadline {

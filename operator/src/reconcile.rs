@@ -106,8 +106,10 @@ async fn registry_answer(
     if d.spec.digest.is_some() {
         return RegistryAnswer::NotAsked;
     }
+    let tag = d.tag_reference().to_owned();
     if let (Some(age), Some(at), Some(dg)) =
         (max_age, status.registry_checked_at, &status.registry_digest)
+        && status.registry_reference.as_deref() == Some(tag.as_str())
         && Utc::now()
             .signed_duration_since(at)
             .to_std()
@@ -115,7 +117,6 @@ async fn registry_answer(
     {
         return RegistryAnswer::Digest(dg.clone());
     }
-    let tag = d.tag_reference().to_owned();
     let creds = match auth::credentials_for(&tag) {
         Ok(c) => c,
         Err(e) => return RegistryAnswer::Error(e.to_string()),
@@ -127,6 +128,7 @@ async fn registry_answer(
                 .get_or_create(&vec![("result", "success".to_owned())])
                 .inc();
             status.registry_digest = Some(dg.clone());
+            status.registry_reference = Some(tag.clone());
             status.registry_checked_at = Some(Utc::now());
             RegistryAnswer::Digest(dg)
         }
@@ -382,4 +384,66 @@ fn capitalize(s: &str) -> String {
     c.next()
         .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::execute::LogReporter;
+    use crate::spec::{ApiVersion, Kind, Metadata};
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn object(image: &str) -> Container {
+        Container {
+            api_version: ApiVersion::V1Alpha1,
+            kind: Kind::Container,
+            metadata: Metadata {
+                name: "web".into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            },
+            spec: serde_saphyr::from_str(&format!("image: {image}\n")).expect("spec"),
+            status: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_registry_digest_is_only_reused_for_its_own_reference() {
+        let engine = FakeEngine::new();
+        engine.push("reg/web:1", D1);
+        engine.push("reg/web:2", D2);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = Ctx {
+            engine: Arc::new(engine),
+            store: Store::open(dir.path()).expect("store"),
+            reporter: Arc::new(LogReporter),
+        };
+        let cached = Options {
+            registry_max_age: Some(Duration::from_secs(300)),
+            ..Default::default()
+        };
+        let r = reconcile(&ctx, &object("reg/web:1"), None, &cached)
+            .await
+            .expect("reconcile");
+        assert_eq!(r.plan.target_digest.as_deref(), Some(D1));
+        // The image is edited: the cached answer for reg/web:1 must not be used for reg/web:2.
+        let dry = Options {
+            dry_run: true,
+            ..cached
+        };
+        let r = reconcile(&ctx, &object("reg/web:2"), None, &dry)
+            .await
+            .expect("plan");
+        assert_eq!(r.plan.target_digest.as_deref(), Some(D2));
+        // Same reference within the interval: the cache answers (the registry moved, the cache did not).
+        let r = reconcile(&ctx, &object("reg/web:1"), None, &dry)
+            .await
+            .expect("plan");
+        assert_eq!(r.plan.target_digest.as_deref(), Some(D1));
+    }
 }

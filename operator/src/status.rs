@@ -119,6 +119,9 @@ pub struct ObjectStatus {
     /// Digest the followed tag points to in the registry, when last checked.
     #[serde(default)]
     pub registry_digest: Option<String>,
+    /// The tag reference `registryDigest` was asked for (the cache is valid for that reference only).
+    #[serde(default)]
+    pub registry_reference: Option<String>,
     /// When the registry was last asked.
     #[serde(default)]
     pub registry_checked_at: Option<DateTime<Utc>>,

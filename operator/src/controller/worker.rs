@@ -191,13 +191,12 @@ impl Worker {
         let name = object.metadata.name.as_str();
         // On a list failure, reconcile lists itself and reports the engine error in status.
         let all = self.snapshots.get(touched).await.ok();
-        // Registry answers are reused for `checkIntervalSeconds` — but only for the image they were
-        // asked for: the cached digest in status is not keyed by reference, so an image edit asks again.
-        let same_image = self.ctx.store.load(name).image == object.spec.image;
+        // Registry answers are reused for `checkIntervalSeconds` (for the reference they were asked for).
         let opts = Options {
             dry_run: false,
-            registry_max_age: same_image
-                .then(|| Duration::from_secs(u64::from(object.spec.update.check_interval_seconds))),
+            registry_max_age: Some(Duration::from_secs(u64::from(
+                object.spec.update.check_interval_seconds,
+            ))),
             revision,
         };
         let result = reconcile(&self.ctx, object, all.as_ref().map(|a| a.as_slice()), &opts).await;

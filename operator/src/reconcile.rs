@@ -327,15 +327,18 @@ async fn finish_status(
             (false, reason.clone(), message.clone())
         }
         Outcome::Blocked { reason, message } if reason == "FailedTarget" => {
-            // Keep the reason of the failure that put the target on the list.
-            let keep = status
+            // Keep the reason of the failure that put the target on the list (RolledBack,
+            // PreflightFailed); the message (which names that failure) is rebuilt each time, never
+            // appended to, so it stays the same across resyncs.
+            let kept = status
                 .condition(ConditionType::Degraded)
-                .filter(|c| c.status)
-                .map(|c| (c.reason.clone(), c.message.clone()));
-            match keep {
-                Some((r, msg)) if r != "FailedTarget" => (true, r, format!("{msg} ({message})")),
-                _ => (true, reason.clone(), message.clone()),
-            }
+                .filter(|c| c.status && c.reason != "FailedTarget")
+                .map(|c| c.reason.clone());
+            (
+                true,
+                kept.unwrap_or_else(|| reason.clone()),
+                message.clone(),
+            )
         }
         Outcome::Blocked { reason, message } => (true, reason.clone(), message.clone()),
     };

@@ -298,6 +298,14 @@ fn bad_update_rolls_back(test: &str, bad_image: &str, reason_contains: &str) {
     let again = apply(&env, &file);
     again.assert_code(1);
     assert!(again.stdout.contains("failed before"), "{again}");
+    let (_, reason1, msg1) = condition(&status_json(&env, &name), "Degraded");
+    apply(&env, &file).assert_code(1);
+    let (_, reason2, msg2) = condition(&status_json(&env, &name), "Degraded");
+    assert_eq!(
+        (reason1, msg1),
+        (reason2, msg2),
+        "the Degraded condition is stable across reconciles"
+    );
     assert_eq!(id_and_started(&name).split(' ').next(), Some(id.as_str()));
     // A newer good digest is taken.
     env.push_as(WEB_V3, "live");

@@ -6,7 +6,10 @@
 //! (`X-Gitea-Signature`) HMAC-SHA256 signature made with the secret of `--webhook-secret-file`. Without its
 //! secret an endpoint is off (404). Secrets are read once at start, compared in constant time and never
 //! logged. `/health` reads what the background [`crate::monitor`] saw, so it answers at once even when an
-//! app hangs.
+//! app hangs. `/health`, `/health/{name}` and `/metrics` also tell the monitor that someone watches: it
+//! probes at each object's interval for the next 30 s and slows down to an idle period otherwise. The
+//! first answer after an idle spell comes from the cache, judged by the usual staleness rule (503 when
+//! older than two intervals), and wakes the monitor so that the next answers are fresh.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,7 +31,7 @@ use serde::Serialize;
 use sha2::Sha256;
 
 use crate::controller::shared::{Shared, Trigger};
-use crate::monitor::{self, Board, ObjectHealth, evaluate};
+use crate::monitor::{self, Board, ObjectHealth, Watcher, evaluate};
 use crate::telemetry::{OPENMETRICS_CONTENT_TYPE, metrics};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -301,7 +304,9 @@ async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not found")
 }
 
-async fn metrics_handler() -> Response {
+async fn metrics_handler(State(st): State<HttpState>) -> Response {
+    // Prometheus watches `dockop_ready`: keep it current at the probe intervals.
+    st.board.requested(Watcher::Metrics);
     respond(
         StatusCode::OK,
         OPENMETRICS_CONTENT_TYPE,
@@ -352,7 +357,10 @@ fn code_for(healthy: bool) -> StatusCode {
     }
 }
 
+/// Answers from the monitor's board at once (never probes); marks `/health` as watched, which wakes an
+/// idle monitor: see [`crate::monitor`].
 async fn health_all(State(st): State<HttpState>) -> Response {
+    st.board.requested(Watcher::Health);
     let (now, wall) = (Instant::now(), Utc::now());
     let objects: BTreeMap<String, ObjectHealth> = st
         .shared
@@ -373,7 +381,9 @@ async fn health_all(State(st): State<HttpState>) -> Response {
     json(code_for(healthy), &HealthAll { healthy, objects })
 }
 
+/// As [`health_all`], for one object.
 async fn health_one(State(st): State<HttpState>, UrlPath(name): UrlPath<String>) -> Response {
+    st.board.requested(Watcher::Health);
     let objects = st.shared.objects.read().await;
     let Some(obj) = objects.get(&name) else {
         return error(

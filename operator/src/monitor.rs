@@ -1,15 +1,41 @@
-//! The background health monitor of `dockop run`: one task per object in force probes its health path at
-//! `health.intervalSeconds` (or, without a health section, checks that the container runs), refreshes
-//! memory usage now and then, and publishes what it saw on a [`Board`] that `/health` reads without ever
-//! waiting on an app or the engine. It also keeps `dockop_ready{name}` and
-//! `dockop_health_probe_failures_total{name}` current between reconciles.
+//! The background health monitor of `dockop run`. It publishes what it saw on a [`Board`] that `/health`,
+//! `/health/{name}` and `/metrics` read without ever waiting on an app or the engine, and keeps
+//! `dockop_ready{name}` and `dockop_health_probe_failures_total{name}` current between reconciles.
+//!
+//! Demand-driven: the monitor works at full rate only while someone watches.
+//!
+//! - **Watched** (`/health`, `/health/{name}` or `/metrics` requested within the last [`WATCH_WINDOW`]):
+//!   each object with a health section is probed every `health.intervalSeconds`, and the container list
+//!   is refreshed every [`Tuning::list_period`]. Memory usage (engine stats) is refreshed at most every
+//!   [`MEMORY_INTERVAL`] per object, and only while `/health` or `/health/{name}` is watched (`/metrics`
+//!   does not show it).
+//! - **Idle** (nobody asked): each object is probed every [`Tuning::idle_period`] (30 s, or 10× its
+//!   interval when that is longer), the container list is refreshed every 30 s, and stats are never
+//!   called: `memory_usage_mb` keeps its last value.
+//! - **Waking up**: the first request after an idle spell is answered at once from what is cached. A
+//!   probe older than two intervals counts as stale, as always: 503, with a detail saying the monitor was
+//!   idle. The request wakes the monitor: the list is refreshed and every object probed right away, so
+//!   the next answers (a load balancer polls again within seconds) are fresh.
+//!
+//! No engine call per probe: the containers' state and IP come from one shared list call for all objects
+//! ([`Engine::list_brief`]), refreshed as above and on demand when a probe finds nothing listening or
+//! runs longer than an interval (the container may be gone, paused or replaced). A container is
+//! inspected once per new container ID (for its start time), and again when it is seen running after
+//! not running (a restart keeps the ID).
+//!
+//! `dockop_ready{name}` follows every look. A look counts as current for two probe periods of the mode it
+//! was made in (two intervals while watched, two idle periods while idle), so an idle monitor does not
+//! flip every object to not ready, and a probe that hangs while watched still drops `ready` within two
+//! intervals.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -20,13 +46,51 @@ use crate::observe::digest_of;
 use crate::spec::{Container, ContainerSpec};
 use crate::telemetry::{Metrics, metrics};
 
-/// How often an object without a health section is looked at.
+/// How often an object without a health section is looked at (while watched).
 pub const NO_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
-/// How often memory usage is refreshed per object.
+/// How often memory usage is refreshed per object at most (only while `/health` is watched).
 pub const MEMORY_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a request to `/health`, `/health/{name}` or `/metrics` keeps the monitor at full rate.
+pub const WATCH_WINDOW: Duration = Duration::from_secs(30);
 /// How often the monitor looks for objects that came or went.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(500);
+/// Least time between two list calls asked for on demand.
+const LIST_SPACING: Duration = Duration::from_millis(250);
+/// The first look of each task, and the looks after a wake-up, are spread over this much time (or the
+/// interval when shorter): 200 probes at the same instant hold megabytes of connection buffers at once,
+/// and the allocator keeps that peak.
+const SPREAD: Duration = Duration::from_millis(500);
 
+/// The monitor's periods; [`Tuning::default`] in production, shorter ones in tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// Shortest probe period while idle, also the list period while idle (30 s).
+    pub idle_floor: Duration,
+    /// While idle an object is probed every `idle_factor` intervals when that is longer than the floor.
+    pub idle_factor: u32,
+    /// List period while watched (1 s: a paused or stopped container shows within one interval).
+    pub list_period: Duration,
+    /// Least time between two stats calls of one object.
+    pub memory_interval: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            idle_floor: Duration::from_secs(30),
+            idle_factor: 10,
+            list_period: Duration::from_secs(1),
+            memory_interval: MEMORY_INTERVAL,
+        }
+    }
+}
+
+impl Tuning {
+    /// The probe period of an object with `interval` while nobody watches.
+    pub fn idle_period(&self, interval: Duration) -> Duration {
+        self.idle_floor.max(interval * self.idle_factor)
+    }
+}
 /// What the monitor last saw of one object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -52,6 +116,9 @@ pub struct Snapshot {
     pub memory_bytes: Option<u64>,
     /// Why the engine could not be asked, when it could not.
     pub engine_error: Option<String>,
+    /// Time to the next look, as planned when this one was written: the interval while watched, the
+    /// idle period otherwise ([`Duration::ZERO`] when unknown). A look stays current for two of these.
+    pub period: Duration,
 }
 
 impl Snapshot {
@@ -69,20 +136,92 @@ impl Snapshot {
             version: None,
             memory_bytes: None,
             engine_error: None,
+            period: Duration::ZERO,
         }
     }
 }
 
-/// The monitor's findings, by object name. Cheap to read: a lock held for a map copy at most.
-#[derive(Debug, Default)]
+/// Who asked the HTTP server for what the monitor saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watcher {
+    /// `/health` or `/health/{name}`: probes at the interval and memory usage.
+    Health,
+    /// `/metrics` (Prometheus watches `dockop_ready`): probes at the interval.
+    Metrics,
+}
+
+/// The monitor's findings, by object name, and when they were last asked for. Cheap to read: a lock held
+/// for a snapshot copy at most.
+#[derive(Debug)]
 pub struct Board {
     inner: RwLock<BTreeMap<String, Snapshot>>,
+    epoch: Instant,
+    window: Duration,
+    /// Milliseconds since `epoch` (plus one; 0: never) of the last request, per [`Watcher`].
+    asked: [AtomicU64; 2],
+    /// Changed when a request arrives after an idle spell: wakes the monitor's tasks.
+    wake: watch::Sender<()>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            inner: RwLock::default(),
+            epoch: Instant::now(),
+            window: WATCH_WINDOW,
+            asked: [AtomicU64::new(0), AtomicU64::new(0)],
+            wake: watch::Sender::new(()),
+        }
+    }
 }
 
 impl Board {
-    /// An empty board.
+    /// An empty board, watched for [`WATCH_WINDOW`] after each request.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// An empty board watched for `window` after each request (tests).
+    pub fn with_window(window: Duration) -> Arc<Self> {
+        Arc::new(Board {
+            window,
+            ..Self::default()
+        })
+    }
+
+    /// Records a request: the monitor works at full rate for the next watch window. The first request
+    /// after an idle spell wakes it at once.
+    pub fn requested(&self, who: Watcher) {
+        let now = self.millis(Instant::now());
+        let before = self.asked[who as usize].swap(now, Ordering::Relaxed);
+        if !self.fresh(before, now) {
+            self.wake.send_replace(());
+        }
+    }
+
+    /// True while `who` asked within the watch window.
+    pub fn watched_by(&self, who: Watcher) -> bool {
+        let now = self.millis(Instant::now());
+        self.fresh(self.asked[who as usize].load(Ordering::Relaxed), now)
+    }
+
+    /// True while anyone watches (probes run at the interval).
+    pub fn watched(&self) -> bool {
+        self.watched_by(Watcher::Health) || self.watched_by(Watcher::Metrics)
+    }
+
+    /// Changes whenever a request ends an idle spell.
+    pub fn wakes(&self) -> watch::Receiver<()> {
+        self.wake.subscribe()
+    }
+
+    fn millis(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX - 1)
+            + 1
+    }
+
+    fn fresh(&self, asked: u64, now: u64) -> bool {
+        asked != 0 && u128::from(now.saturating_sub(asked)) <= self.window.as_millis()
     }
 
     /// The snapshot of one object.
@@ -102,6 +241,14 @@ impl Board {
             .entry(name.to_owned())
             .or_insert_with(|| Snapshot::empty(Instant::now()));
         f(snap);
+    }
+
+    /// True when the last look at `name` is older than two of its periods (and two intervals): it must
+    /// not count as ready any more (a probe that hangs).
+    pub fn is_outdated(&self, name: &str, interval: Duration, now: Instant) -> bool {
+        self.read().get(name).is_some_and(|s| {
+            now.saturating_duration_since(s.observed_at) > interval.max(s.period) * 2
+        })
     }
 
     /// Drops an object.
@@ -157,7 +304,9 @@ pub fn interval_of(spec: &ContainerSpec) -> Duration {
 }
 
 /// Judges one object from the monitor's snapshot: healthy when its container runs and, with a health
-/// section, the last probe answered healthy and is no older than two probe intervals.
+/// section, the last probe answered healthy and is no older than two probe intervals. A snapshot made
+/// while the monitor was idle is judged by the same rule: after an idle spell the first answer is 503
+/// (stale) until the woken monitor has looked again, within milliseconds.
 pub fn evaluate(
     obj: &Container,
     snap: Option<&Snapshot>,
@@ -179,7 +328,8 @@ pub fn evaluate(
             consecutive_failures: 0,
         };
     };
-    let max_age = interval_of(&obj.spec) * 2;
+    let interval = interval_of(&obj.spec);
+    let max_age = interval * 2;
     let age = now.saturating_duration_since(s.observed_at);
     let (healthy, detail) = if let Some(e) = &s.engine_error {
         (false, format!("engine: {e}"))
@@ -191,6 +341,17 @@ pub fn evaluate(
             format!(
                 "container is {}",
                 s.container_state.as_deref().unwrap_or("unknown")
+            ),
+        )
+    } else if age > max_age && s.period > interval {
+        (
+            false,
+            format!(
+                "stale: last looked at {:.1} s ago while nobody watched /health (idle, every {} s); \
+                 looking every {} s again now",
+                age.as_secs_f64(),
+                s.period.as_secs(),
+                interval.as_secs()
             ),
         )
     } else if age > max_age {
@@ -249,176 +410,739 @@ fn probe_target(spec: &ContainerSpec, info: &ContainerInfo, port: u16) -> Option
         })
 }
 
+/// The containers as the last list call saw them, shared by every object's task: no engine call per probe.
+#[derive(Debug, Default)]
+struct Fleet {
+    seen: RwLock<Seen>,
+    /// A task asks for a list call now (container gone, replaced or paused?).
+    refresh: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    /// The active container of each object (named like it), `started_at` filled in from an inspect.
+    active: HashMap<String, ContainerInfo>,
+    /// Why the last list call failed, when it did.
+    error: Option<String>,
+}
+
+impl Fleet {
+    /// The active container of `name` as last listed; `Err` when the last list call failed.
+    fn get(&self, name: &str) -> Result<Option<ContainerInfo>, String> {
+        let seen = match self.seen.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match &seen.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(seen.active.get(name).cloned()),
+        }
+    }
+
+    fn set(&self, seen: Seen) {
+        match self.seen.write() {
+            Ok(mut g) => *g = seen,
+            Err(p) => *p.into_inner() = seen,
+        }
+    }
+}
+
+/// Start time and run state of a container when it was last inspected, by container ID.
+#[derive(Debug, Clone)]
+struct Started {
+    started_at: Option<String>,
+    running: bool,
+}
+
 /// The monitor: supervises one task per object in force. Dropping the returned handle does not stop it;
 /// abort it.
 pub fn spawn(shared: Arc<Shared>, board: Arc<Board>) -> JoinHandle<()> {
-    tokio::spawn(supervise(shared, board))
+    spawn_tuned(shared, board, Tuning::default())
 }
 
-async fn supervise(shared: Arc<Shared>, board: Arc<Board>) {
-    let mut tasks: BTreeMap<String, (Container, JoinHandle<()>)> = BTreeMap::new();
+/// [`spawn`] with other periods (tests).
+pub fn spawn_tuned(shared: Arc<Shared>, board: Arc<Board>, tuning: Tuning) -> JoinHandle<()> {
+    tokio::spawn(supervise(Arc::new(Ctx {
+        engine: Arc::clone(&shared.engine),
+        shared,
+        board,
+        fleet: Fleet::default(),
+        tuning,
+    })))
+}
+
+/// What the supervisor and the object tasks share.
+#[derive(Debug)]
+struct Ctx {
+    shared: Arc<Shared>,
+    engine: Arc<dyn Engine>,
+    board: Arc<Board>,
+    fleet: Fleet,
+    tuning: Tuning,
+}
+
+/// One object's task and the means to make it look now.
+#[derive(Debug)]
+struct Task {
+    obj: Container,
+    poke: Arc<Notify>,
+    handle: JoinHandle<()>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+async fn supervise(ctx: Arc<Ctx>) {
+    let mut tasks: BTreeMap<String, Task> = BTreeMap::new();
+    let mut started: HashMap<String, Started> = HashMap::new();
+    let mut wakes = ctx.board.wakes();
     let mut tick = tokio::time::interval(SUPERVISE_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    refresh(&ctx, &mut started).await;
+    let mut last_list = tokio::time::Instant::now();
+    let mut next_list = last_list + ctx.tuning.idle_floor;
     loop {
-        tick.tick().await;
-        let objects = shared.objects.read().await.clone();
-        // Gone or changed objects.
-        let stale: Vec<String> = tasks
-            .iter()
-            .filter(|(name, (obj, _))| objects.get(*name) != Some(obj))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in stale {
-            if let Some((_, task)) = tasks.remove(&name) {
-                task.abort();
-            }
-            if !objects.contains_key(&name) {
-                board.remove(&name);
-                metrics().forget_object(&name);
-            }
+        let soonest = last_list + LIST_SPACING;
+        let mut list_now = false;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = tokio::time::sleep_until(next_list) => list_now = true,
+            () = ctx.fleet.refresh.notified() => next_list = next_list.min(soonest),
+            Ok(()) = wakes.changed() => next_list = next_list.min(soonest),
         }
-        for (name, obj) in &objects {
+        let listed = if list_now {
+            let began = Instant::now();
+            last_list = tokio::time::Instant::now();
+            let period = if ctx.board.watched() {
+                ctx.tuning.list_period
+            } else {
+                ctx.tuning.idle_floor
+            };
+            next_list = last_list + period;
+            refresh(&ctx, &mut started).await;
+            Some((began, period))
+        } else {
+            None
+        };
+        // Not held across the list call: the controller writes it.
+        let objects = ctx.shared.objects.read().await;
+        let pokes = listed.map_or_else(Vec::new, |(began, period)| {
+            publish(&ctx, &objects, began, period)
+        });
+        // Gone or changed objects: their task stops (dropped).
+        tasks.retain(|name, t| {
+            let keep = objects.get(name) == Some(&t.obj);
+            if !objects.contains_key(name) {
+                ctx.board.remove(name);
+                metrics().forget_object(name);
+            }
+            keep
+        });
+        for (name, obj) in objects.iter() {
             if !tasks.contains_key(name) {
-                let task = tokio::spawn(watch(
-                    Arc::clone(&shared.engine),
-                    Arc::clone(&board),
-                    obj.clone(),
-                ));
-                tasks.insert(name.clone(), (obj.clone(), task));
+                // A new or changed object: its container is probably new too.
+                next_list = next_list.min(soonest);
+                let poke = Arc::new(Notify::new());
+                let handle = tokio::spawn(watch(Arc::clone(&ctx), obj.clone(), Arc::clone(&poke)));
+                tasks.insert(
+                    name.clone(),
+                    Task {
+                        obj: obj.clone(),
+                        poke,
+                        handle,
+                    },
+                );
             }
         }
-        // A probe that hangs longer than two intervals must not leave `ready` at 1.
+        for name in pokes {
+            if let Some(t) = tasks.get(&name) {
+                t.poke.notify_one();
+            }
+        }
+        // A look older than two of its periods (a probe that hangs) must not leave `ready` at 1.
         let now = Instant::now();
-        let wall = Utc::now();
-        for (name, obj) in &objects {
-            if let Some(s) = board.get(name)
-                && !evaluate(obj, Some(&s), now, wall).healthy
-            {
+        for (name, obj) in objects.iter() {
+            if ctx.board.is_outdated(name, interval_of(&obj.spec), now) {
                 metrics().set_ready(name, false);
             }
         }
     }
 }
 
-/// One object: look (and probe) every interval; refresh memory every [`MEMORY_INTERVAL`].
-async fn watch(engine: Arc<dyn Engine>, board: Arc<Board>, obj: Container) {
-    tokio::join!(
-        probe_loop(Arc::clone(&engine), Arc::clone(&board), &obj),
-        memory_loop(engine, board, &obj.metadata.name),
-    );
-}
-
-async fn probe_loop(engine: Arc<dyn Engine>, board: Arc<Board>, obj: &Container) {
-    let name = obj.metadata.name.as_str();
-    let mut tick = tokio::time::interval(interval_of(&obj.spec));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // The container that has answered healthy at least once since it started: probe failures of a
-    // container still starting belong to the executor's health gate, not to the monitor.
-    let mut healthy_once: Option<String> = None;
-    loop {
-        tick.tick().await;
-        // A look counts from when it began: a slow engine or a slow answer does not age a fresh result.
-        let began = Instant::now();
-        let found = engine.inspect(name).await;
-        let info = match found {
-            Ok(i) => i.filter(|c| c.label(LABEL_NAME) == Some(name)),
-            Err(e) => {
-                board.update(name, |s| {
-                    s.observed_at = began;
-                    s.engine_error = Some(e.to_string());
-                });
-                metrics().set_ready(name, false);
-                continue;
-            }
-        };
-        let Some(info) = info else {
-            board.update(name, |s| {
-                let memory = s.memory_bytes;
-                *s = Snapshot::empty(began);
-                s.memory_bytes = memory;
+/// One list call; inspects the active containers it has not seen start yet. Publishes the result in the
+/// fleet.
+async fn refresh(ctx: &Ctx, started: &mut HashMap<String, Started>) {
+    let listed = match ctx.engine.list_brief().await {
+        Ok(l) => l,
+        Err(e) => {
+            ctx.fleet.set(Seen {
+                active: HashMap::new(),
+                error: Some(e.to_string()),
             });
-            metrics().set_ready(name, false);
-            healthy_once = None;
+            return;
+        }
+    };
+    let mut active = HashMap::new();
+    for mut info in listed {
+        let Some(name) = info.label(LABEL_NAME).map(str::to_owned) else {
             continue;
         };
-        let running = info.is_running();
-        let probe_result = match (&obj.spec.health, running) {
-            (Some(h), true) => Some(match probe_target(&obj.spec, &info, h.port) {
-                Some((host, port)) => {
-                    probe(
-                        &host,
-                        port,
-                        &h.path,
-                        Duration::from_secs(u64::from(h.timeout_seconds.max(1))),
-                    )
-                    .await
-                }
-                None => ProbeResult::NotListening {
-                    message: "the container has no IP address and the health port is not published"
-                        .into(),
-                },
-            }),
-            _ => None,
-        };
-        let healthy = running && probe_result.as_ref().is_none_or(ProbeResult::is_healthy);
-        if healthy {
-            healthy_once = Some(info.id.clone());
-        } else if probe_result.is_some() && healthy_once.as_deref() == Some(info.id.as_str()) {
-            Metrics::inc_name(&metrics().health_probe_failures_total, name);
+        if info.name != name {
+            continue; // `-previous`, preflight: not what /health reports.
         }
-        let started_at = info
-            .started_at
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc));
-        board.update(name, |s| {
-            let same_container = s.container_id.as_deref() == Some(info.id.as_str());
-            s.observed_at = began;
-            s.engine_error = None;
-            s.running = running;
-            s.container_state = Some(info.state.to_string());
-            s.started_at = started_at;
-            s.digest = digest_of(&info).map(str::to_owned);
-            if !same_container {
+        let running = info.is_running();
+        let known = started
+            .get(&info.id)
+            .filter(|k| k.running || !running)
+            .cloned();
+        let known = match known {
+            Some(k) => Some(k),
+            // New container, or running again after not running (a restart keeps the ID).
+            None => match ctx.engine.inspect(&info.id).await {
+                Ok(Some(full)) => Some(Started {
+                    running: full.is_running(),
+                    started_at: full.started_at,
+                }),
+                _ => None,
+            },
+        };
+        if let Some(mut k) = known {
+            info.started_at = k.started_at.clone();
+            k.running = running;
+            started.insert(info.id.clone(), k);
+        }
+        active.insert(name, info);
+    }
+    let ids: std::collections::HashSet<&str> = active.values().map(|c| c.id.as_str()).collect();
+    started.retain(|id, _| ids.contains(id.as_str()));
+    ctx.fleet.set(Seen {
+        active,
+        error: None,
+    });
+}
+
+/// Writes what the list showed on the board. Objects without a health section are fully looked at here;
+/// for the others only a change of state of the same container is written, and the names of those whose
+/// container came, went or started/stopped running are returned: their task looks (and probes) now.
+fn publish(
+    ctx: &Ctx,
+    objects: &BTreeMap<String, Container>,
+    began: Instant,
+    period: Duration,
+) -> Vec<String> {
+    let mut pokes = Vec::new();
+    for (name, obj) in objects {
+        let view = ctx.fleet.get(name);
+        let health = obj.spec.health.is_some();
+        let mut ready = None;
+        ctx.board.update(name, |s| {
+            if !health {
+                s.period = period;
+                ready = Some(look_without_probe(s, &view, began));
+                return;
+            }
+            match &view {
+                Err(e) => {
+                    s.engine_error = Some(e.clone());
+                    ready = Some(false);
+                }
+                Ok(info) => {
+                    let same = s.container_id.as_deref() == info.as_ref().map(|i| i.id.as_str());
+                    let running = info.as_ref().is_some_and(ContainerInfo::is_running);
+                    if !same || running != s.running {
+                        pokes.push(name.clone());
+                    }
+                    if let (true, Some(info)) = (same, info) {
+                        s.engine_error = None;
+                        set_container(s, info);
+                        if !running {
+                            ready = Some(false);
+                        }
+                    }
+                }
+            }
+        });
+        if let Some(r) = ready {
+            metrics().set_ready(name, r);
+        }
+    }
+    pokes
+}
+
+/// Copies the container facts of `info` (the same container) into `s`.
+fn set_container(s: &mut Snapshot, info: &ContainerInfo) {
+    s.running = info.is_running();
+    s.container_state = Some(info.state.to_string());
+    s.started_at = info
+        .started_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    s.digest = digest_of(info).map(str::to_owned);
+}
+
+/// A look at an object's container as listed, without probing: `s` now shows it (a new container
+/// starts a fresh record). Returns whether it is ready as far as the container goes (runs).
+fn look_without_probe(
+    s: &mut Snapshot,
+    view: &Result<Option<ContainerInfo>, String>,
+    began: Instant,
+) -> bool {
+    s.observed_at = began;
+    match view {
+        Err(e) => {
+            s.engine_error = Some(e.clone());
+            false
+        }
+        Ok(None) => {
+            let (memory, period) = (s.memory_bytes, s.period);
+            *s = Snapshot::empty(began);
+            s.memory_bytes = memory;
+            s.period = period;
+            false
+        }
+        Ok(Some(info)) => {
+            if s.container_id.as_deref() != Some(info.id.as_str()) {
                 s.version = None;
                 s.consecutive_failures = 0;
                 s.memory_bytes = None;
+                s.probe = None;
             }
+            s.engine_error = None;
             s.container_id = Some(info.id.clone());
-            if let Some(ProbeResult::Healthy { version: Some(v) }) = &probe_result {
-                s.version = Some(v.clone());
-            }
-            s.consecutive_failures = if healthy {
-                0
-            } else {
-                s.consecutive_failures.saturating_add(1)
-            };
-            s.probe = probe_result;
-        });
-        metrics().set_ready(name, healthy);
+            set_container(s, info);
+            s.running
+        }
     }
 }
 
-async fn memory_loop(engine: Arc<dyn Engine>, board: Arc<Board>, name: &str) {
-    let mut tick = tokio::time::interval(MEMORY_INTERVAL);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+/// One object: probes at the interval while watched, at the idle period otherwise, and when poked (its
+/// container changed); refreshes memory while `/health` is watched.
+async fn watch(ctx: Arc<Ctx>, obj: Container, poke: Arc<Notify>) {
+    let name = obj.metadata.name.as_str();
+    let interval = interval_of(&obj.spec);
+    let mut wakes = ctx.board.wakes();
+    // The container that has answered healthy at least once since it started: probe failures of a
+    // container still starting belong to the executor's health gate, not to the monitor.
+    let mut healthy_once: Option<String> = None;
+    // Container and time of the last stats call.
+    let mut memory_at: Option<(String, Instant)> = None;
+    let mut spread = true;
     loop {
-        tick.tick().await;
-        let Some(id) = board
-            .get(name)
-            .and_then(|s| s.running.then_some(s.container_id).flatten())
-        else {
-            // Not running (yet): look again soon rather than a full interval later.
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            tick.reset_immediately();
-            continue;
+        if spread {
+            let max = u64::try_from(SPREAD.min(interval).as_millis()).unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..=max))).await;
+        }
+        wakes.borrow_and_update();
+        let period = if ctx.board.watched() {
+            interval
+        } else {
+            ctx.tuning.idle_period(interval)
         };
-        if let Ok(bytes) = engine.memory_usage(&id).await {
-            board.update(name, |s| {
+        // A look counts from when it began: a slow answer does not age a fresh result.
+        let began = Instant::now();
+        let began_t = tokio::time::Instant::now();
+        let view = ctx.fleet.get(name);
+        let memory_of = view
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .filter(|c| c.is_running() && ctx.board.watched_by(Watcher::Health))
+            .map(|c| c.id.clone())
+            .filter(|id| {
+                memory_at.as_ref().is_none_or(|(last, at)| {
+                    // Due at the look nearest to the memory interval (timers are not exact).
+                    last != id
+                        || began.saturating_duration_since(*at) + interval / 2
+                            >= ctx.tuning.memory_interval
+                })
+            });
+        let memory = async {
+            let id = memory_of?;
+            let bytes = ctx.engine.memory_usage(&id).await.ok()?;
+            Some((id, bytes))
+        };
+        let ((), memory) = tokio::join!(
+            look(&ctx, &obj, view, began, period, &mut healthy_once),
+            memory
+        );
+        if let Some((id, bytes)) = memory {
+            ctx.board.update(name, |s| {
                 if s.container_id.as_deref() == Some(id.as_str()) {
                     s.memory_bytes = bytes;
                 }
             });
+            memory_at = Some((id, began));
         }
+        spread = tokio::select! {
+            () = tokio::time::sleep_until(began_t + period) => false,
+            Ok(()) = wakes.changed() => true,
+            () = poke.notified() => false,
+        };
+    }
+}
+
+/// Probes an object with a health section once, from its listed container; writes the board and
+/// `dockop_ready`. Objects without one are looked at by the list refresh.
+async fn look(
+    ctx: &Ctx,
+    obj: &Container,
+    view: Result<Option<ContainerInfo>, String>,
+    began: Instant,
+    period: Duration,
+    healthy_once: &mut Option<String>,
+) {
+    let Some(h) = &obj.spec.health else {
+        return;
+    };
+    let name = obj.metadata.name.as_str();
+    let info = match view {
+        Ok(Some(info)) => info,
+        other => {
+            ctx.board.update(name, |s| {
+                s.period = period;
+                look_without_probe(s, &other, began);
+            });
+            metrics().set_ready(name, false);
+            *healthy_once = None;
+            return;
+        }
+    };
+    let running = info.is_running();
+    let probe_result = if running {
+        Some(match probe_target(&obj.spec, &info, h.port) {
+            Some((host, port)) => {
+                let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
+                let answer = probe(&host, port, &h.path, timeout);
+                tokio::pin!(answer);
+                tokio::select! {
+                    r = &mut answer => r,
+                    () = tokio::time::sleep(interval_of(&obj.spec)) => {
+                        // Slow: paused, or replaced? Let the list tell while we wait.
+                        ctx.fleet.refresh.notify_one();
+                        answer.await
+                    }
+                }
+            }
+            None => ProbeResult::NotListening {
+                message: "the container has no IP address and the health port is not published"
+                    .into(),
+            },
+        })
+    } else {
+        None
+    };
+    if matches!(probe_result, Some(ProbeResult::NotListening { .. })) {
+        // Gone or replaced (new IP)? The list will tell, and a new container gets a look at once.
+        ctx.fleet.refresh.notify_one();
+    }
+    let healthy = running && probe_result.as_ref().is_none_or(ProbeResult::is_healthy);
+    if healthy {
+        *healthy_once = Some(info.id.clone());
+    } else if probe_result.is_some() && healthy_once.as_deref() == Some(info.id.as_str()) {
+        Metrics::inc_name(&metrics().health_probe_failures_total, name);
+    }
+    ctx.board.update(name, |s| {
+        let same_container = s.container_id.as_deref() == Some(info.id.as_str());
+        s.observed_at = began;
+        s.period = period;
+        s.engine_error = None;
+        if !same_container {
+            s.version = None;
+            s.consecutive_failures = 0;
+            s.memory_bytes = None;
+        }
+        s.container_id = Some(info.id.clone());
+        set_container(s, &info);
+        if let Some(ProbeResult::Healthy { version: Some(v) }) = &probe_result {
+            s.version = Some(v.clone());
+        }
+        s.consecutive_failures = if healthy {
+            0
+        } else {
+            s.consecutive_failures.saturating_add(1)
+        };
+        s.probe = probe_result;
+    });
+    metrics().set_ready(name, healthy);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fake::FakeEngine;
+    use crate::engine::{LABEL_DIGEST, Op, RunState};
+    use crate::spec::{ApiVersion, Kind, Metadata};
+    use crate::status::Store;
+    use std::sync::atomic::AtomicUsize;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn object(name: &str, port: Option<u16>) -> Container {
+        let yaml = match port {
+            Some(p) => format!(
+                "image: 127.0.0.1:5000/web:v1\nhealth: {{path: /h, port: {p}, intervalSeconds: 1, timeoutSeconds: 1}}\n"
+            ),
+            None => "image: 127.0.0.1:5000/web:v1\n".to_owned(),
+        };
+        Container {
+            api_version: ApiVersion::V1Alpha1,
+            kind: Kind::Container,
+            metadata: Metadata {
+                name: name.into(),
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
+            },
+            spec: serde_saphyr::from_str(&yaml).expect("spec"),
+            status: None,
+        }
+    }
+
+    fn container(id: &str, name: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: id.into(),
+            name: name.into(),
+            labels: BTreeMap::from([
+                (LABEL_NAME.to_owned(), name.to_owned()),
+                (LABEL_DIGEST.to_owned(), "sha256:d1".to_owned()),
+            ]),
+            state: RunState::Running,
+            exit_code: 0,
+            oom_killed: false,
+            started_at: Some("2026-01-01T00:00:00Z".into()),
+            image_id: String::new(),
+            ip_address: Some("127.0.0.1".into()),
+        }
+    }
+
+    /// A healthy app on a local port that counts the requests it answers.
+    async fn app() -> (u16, Arc<AtomicUsize>, JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let h = Arc::clone(&hits);
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                h.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let body = r#"{"healthy":true,"version":"3"}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (port, hits, server)
+    }
+
+    fn calls(engine: &FakeEngine) -> (u64, u64, u64) {
+        (
+            engine.count(Op::List),
+            engine.count(Op::Inspect),
+            engine.count(Op::Stats),
+        )
+    }
+
+    /// Idle: one list call per idle period for all objects, one inspect per container, no stats, probes
+    /// at the idle period. Watched: probes at the interval, the list at its period, stats at the memory
+    /// interval; a request after an idle spell wakes the monitor at once; a paused container shows
+    /// through the list without an engine call of its own.
+    #[tokio::test]
+    async fn idle_is_cheap_and_watched_probes_at_the_interval() {
+        let (port, hits, server) = app().await;
+        let engine = FakeEngine::new();
+        let names = ["a", "b", "c", "d"];
+        for (i, n) in names.iter().enumerate() {
+            engine
+                .state()
+                .containers
+                .insert(format!("c{i}"), container(&format!("c{i}"), n));
+        }
+        engine
+            .state()
+            .containers
+            .insert("c9".into(), container("c9", "plain"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (shared, _rx) = Shared::new(Store::open(dir.path()).expect("store"), {
+            let e: Arc<dyn Engine> = Arc::new(engine.clone());
+            e
+        });
+        {
+            let mut objects = shared.objects.write().await;
+            for n in names {
+                objects.insert(n.into(), object(n, Some(port)));
+            }
+            objects.insert("plain".into(), object("plain", None));
+        }
+        let board = Board::with_window(Duration::from_millis(600));
+        let tuning = Tuning {
+            idle_floor: Duration::from_secs(2),
+            idle_factor: 2,
+            list_period: Duration::from_millis(250),
+            memory_interval: Duration::from_secs(1),
+        };
+        let mon = spawn_tuned(Arc::clone(&shared), Arc::clone(&board), tuning);
+
+        // Idle for 3 s: the first look and one more at 2 s.
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let (lists, inspects, stats) = calls(&engine);
+        let probes = hits.load(Ordering::Relaxed);
+        assert!((2..=3).contains(&lists), "idle: {lists} list calls in 3 s");
+        assert_eq!(inspects, 5, "one inspect per container, for its start time");
+        assert_eq!(stats, 0, "no stats while idle");
+        assert!(
+            (names.len()..=2 * names.len()).contains(&probes),
+            "idle: {probes} probes in 3 s"
+        );
+        let a = board.get("a").expect("a");
+        assert!(
+            a.probe.as_ref().is_some_and(ProbeResult::is_healthy),
+            "{a:?}"
+        );
+        assert_eq!(
+            a.started_at.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-01-01T00:00:00+00:00")
+        );
+        assert_eq!(a.period, Duration::from_secs(2));
+        assert!(board.get("plain").is_some_and(|s| s.running));
+        assert!(board.get("a").is_some_and(|s| s.memory_bytes.is_none()));
+
+        // A request wakes the monitor at once: probes and memory within the spread, not at the idle
+        // period.
+        board.requested(Watcher::Health);
+        tokio::time::sleep(SPREAD + Duration::from_millis(200)).await;
+        assert_eq!(
+            hits.load(Ordering::Relaxed),
+            probes + names.len(),
+            "woken: one probe each"
+        );
+        assert!(board.get("a").is_some_and(|s| s.memory_bytes.is_some()));
+        assert!(board.get("plain").is_some_and(|s| s.memory_bytes.is_some()));
+
+        // Watched for 3 s (requests every 100 ms): probes every second, the list every 250 ms.
+        let (lists0, _, stats0) = calls(&engine);
+        let probes0 = hits.load(Ordering::Relaxed);
+        for _ in 0..30 {
+            board.requested(Watcher::Health);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (lists, inspects, stats) = calls(&engine);
+        let probes = hits.load(Ordering::Relaxed) - probes0;
+        assert!(
+            (3 * names.len()..=4 * names.len()).contains(&probes),
+            "watched: {probes} probes in 3 s"
+        );
+        assert!(
+            (10..=14).contains(&(lists - lists0)),
+            "watched: {} lists",
+            lists - lists0
+        );
+        assert_eq!(inspects, 5, "still one inspect per container");
+        let stats = stats - stats0;
+        assert!(
+            (2 * 5..=4 * 5).contains(&stats),
+            "stats at the memory interval: {stats}"
+        );
+
+        // Paused: the list shows it within its period, no probe or inspect needed.
+        engine.state().containers.get_mut("c0").expect("c0").state = RunState::Paused;
+        board.requested(Watcher::Metrics);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let a = board.get("a").expect("a");
+        assert!(
+            !a.running && a.container_state.as_deref() == Some("paused"),
+            "{a:?}"
+        );
+        // Running again after not running: inspected again (a restart keeps the ID).
+        engine.state().containers.get_mut("c0").expect("c0").state = RunState::Running;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(engine.count(Op::Inspect), 6);
+        assert!(
+            board
+                .get("a")
+                .is_some_and(|s| s.running && s.probe.is_some())
+        );
+
+        // Nobody asks any more: back to idle, no stats.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let (lists0, _, stats0) = calls(&engine);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (lists, _, stats) = calls(&engine);
+        assert!(lists - lists0 <= 1, "idle again: {} lists", lists - lists0);
+        assert_eq!(stats, stats0, "idle again: no stats");
+        mon.abort();
+        server.abort();
+    }
+
+    #[test]
+    fn watch_window_and_outdated_looks() {
+        let board = Board::with_window(Duration::from_millis(200));
+        assert!(!board.watched());
+        let mut wakes = board.wakes();
+        board.requested(Watcher::Metrics);
+        assert!(board.watched() && !board.watched_by(Watcher::Health));
+        assert!(
+            wakes.has_changed().unwrap_or(false),
+            "the first request wakes"
+        );
+        wakes.borrow_and_update();
+        board.requested(Watcher::Metrics);
+        assert!(!wakes.has_changed().unwrap_or(true), "later ones do not");
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(!board.watched());
+
+        // Ready stays meaningful while idle: a look is current for two of its periods.
+        let now = Instant::now();
+        let Some(old) = now.checked_sub(Duration::from_secs(20)) else {
+            return;
+        };
+        board.set(
+            "x",
+            Snapshot {
+                period: Duration::from_secs(30),
+                ..Snapshot::empty(old)
+            },
+        );
+        assert!(!board.is_outdated("x", Duration::from_secs(1), now));
+        board.update("x", |s| s.period = Duration::from_secs(1));
+        assert!(board.is_outdated("x", Duration::from_secs(1), now));
+    }
+
+    #[test]
+    fn stale_after_an_idle_spell_says_so() {
+        let obj = object("a", Some(8080));
+        let now = Instant::now();
+        let Some(old) = now.checked_sub(Duration::from_secs(20)) else {
+            return;
+        };
+        let snap = Snapshot {
+            container_id: Some("c1".into()),
+            container_state: Some("running".into()),
+            running: true,
+            probe: Some(ProbeResult::Healthy { version: None }),
+            period: Duration::from_secs(30),
+            ..Snapshot::empty(old)
+        };
+        let h = evaluate(&obj, Some(&snap), now, Utc::now());
+        assert!(!h.healthy);
+        assert!(h.detail.starts_with("stale:"), "{}", h.detail);
+        let h = evaluate(
+            &obj,
+            Some(&Snapshot {
+                period: Duration::from_secs(1),
+                ..snap
+            }),
+            now,
+            Utc::now(),
+        );
+        assert!(h.detail.contains("no answer"), "{}", h.detail);
     }
 }

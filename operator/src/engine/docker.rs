@@ -11,9 +11,9 @@ use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Mount,
-    MountType, PortBinding as DockerPortBinding, RestartPolicy, RestartPolicyNameEnum,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
+    ContainerSummaryStateEnum, HostConfig, Mount, MountType, PortBinding as DockerPortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
@@ -202,6 +202,46 @@ fn to_info(r: ContainerInspectResponse) -> ContainerInfo {
     }
 }
 
+/// A list entry in dockop's terms (see [`Engine::list_brief`] for the fields the list does not carry).
+fn summary_to_info(s: ContainerSummary) -> Option<ContainerInfo> {
+    use ContainerSummaryStateEnum as S;
+    let state = match s.state {
+        Some(S::CREATED) => RunState::Created,
+        Some(S::RUNNING) => RunState::Running,
+        Some(S::PAUSED) => RunState::Paused,
+        Some(S::RESTARTING) => RunState::Restarting,
+        Some(S::REMOVING) => RunState::Removing,
+        Some(S::DEAD) => RunState::Dead,
+        _ => RunState::Exited,
+    };
+    let ip_address = s.network_settings.and_then(|n| {
+        n.networks.and_then(|nets| {
+            nets.into_values()
+                .filter_map(|e| e.ip_address)
+                .find(|ip| !ip.is_empty())
+        })
+    });
+    Some(ContainerInfo {
+        id: s.id?,
+        name: s
+            .names
+            .unwrap_or_default()
+            .iter()
+            .map(|n| n.trim_start_matches('/'))
+            // Legacy links add `/other/alias` names: the container's own has no inner slash.
+            .find(|n| !n.contains('/'))
+            .unwrap_or_default()
+            .to_owned(),
+        labels: s.labels.unwrap_or_default().into_iter().collect(),
+        state,
+        exit_code: 0,
+        oom_killed: false,
+        started_at: None,
+        image_id: s.image_id.unwrap_or_default(),
+        ip_address,
+    })
+}
+
 fn cap(mut s: String) -> String {
     if s.len() > OUTPUT_CAP {
         let mut cut = s.len() - OUTPUT_CAP;
@@ -237,6 +277,18 @@ impl Engine for DockerEngine {
             }
         }
         Ok(out)
+    }
+
+    async fn list_brief(&self) -> Result<Vec<ContainerInfo>, EngineError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_owned(), vec![LABEL_NAME.to_owned()])]);
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let summaries = timed(Op::List, QUICK, self.docker.list_containers(Some(opts))).await?;
+        Ok(summaries.into_iter().filter_map(summary_to_info).collect())
     }
 
     async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>, EngineError> {

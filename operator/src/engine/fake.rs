@@ -35,6 +35,8 @@ pub struct FakeState {
     pub start_state: BTreeMap<String, RunState>,
     /// Exec answers; default: exit 0, no output.
     pub exec: Option<ExecHandler>,
+    /// Every call so far (mutating or not, failed or not), counted per operation.
+    pub ops: BTreeMap<Op, u64>,
     next_id: u64,
 }
 
@@ -93,8 +95,14 @@ impl FakeEngine {
             .cloned()
     }
 
+    /// How many calls of `op` were made so far.
+    pub fn count(&self, op: Op) -> u64 {
+        self.state().ops.get(&op).copied().unwrap_or(0)
+    }
+
     fn check(&self, op: Op) -> Result<MutexGuard<'_, FakeState>, EngineError> {
         let mut s = self.state();
+        *s.ops.entry(op).or_default() += 1;
         if let Some(e) = s.failures.get_mut(&op).and_then(VecDeque::pop_front) {
             return Err(e);
         }
@@ -130,6 +138,20 @@ impl Engine for FakeEngine {
             .values()
             .filter(|c| c.labels.contains_key(super::LABEL_NAME))
             .cloned()
+            .collect())
+    }
+
+    async fn list_brief(&self) -> Result<Vec<ContainerInfo>, EngineError> {
+        let s = self.check(Op::List)?;
+        Ok(s.containers
+            .values()
+            .filter(|c| c.labels.contains_key(super::LABEL_NAME))
+            .map(|c| ContainerInfo {
+                started_at: None,
+                exit_code: 0,
+                oom_killed: false,
+                ..c.clone()
+            })
             .collect())
     }
 

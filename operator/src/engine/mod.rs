@@ -380,6 +380,11 @@ pub trait Engine: Send + Sync + fmt::Debug {
     async fn ping(&self) -> Result<(), EngineError>;
     /// Every container (any state) carrying [`LABEL_NAME`], inspected.
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, EngineError>;
+    /// Every container (any state) carrying [`LABEL_NAME`], from the list endpoint alone: one engine call,
+    /// no inspect. Filled in: ID, name, labels, state, image ID and the IP address (from the list's
+    /// `NetworkSettings.Networks`); left empty because the list does not carry them: `started_at` (`None`),
+    /// `exit_code` (0) and `oom_killed` (false). For the health monitor's shared refresh.
+    async fn list_brief(&self) -> Result<Vec<ContainerInfo>, EngineError>;
     /// One container by ID or name; `None` when it does not exist.
     async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>, EngineError>;
     /// Manifest digest a reference points to in its registry (HEAD-style, never a pull).

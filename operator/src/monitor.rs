@@ -251,6 +251,11 @@ impl Board {
         })
     }
 
+    /// True when `name` has a snapshot.
+    pub fn contains(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
     /// Drops an object.
     pub fn remove(&self, name: &str) {
         self.write().remove(name);
@@ -635,8 +640,11 @@ fn publish(
 ) -> Vec<String> {
     let mut pokes = Vec::new();
     for (name, obj) in objects {
-        let view = ctx.fleet.get(name);
         let health = obj.spec.health.is_some();
+        if health && !ctx.board.contains(name) {
+            continue; // Its task has not looked yet and will, from this list.
+        }
+        let view = ctx.fleet.get(name);
         let mut ready = None;
         ctx.board.update(name, |s| {
             if !health {

@@ -496,7 +496,8 @@ fn health_follows_the_app_within_two_probe_intervals() {
         &name,
         "sh",
         "-c",
-        "kill $(pidof nc); httpd -p 8080 -h /www",
+        // The port is free only once every nc has exited: retry for up to 5 s.
+        "kill $(pidof nc); i=0; while [ $i -lt 50 ]; do httpd -p 8080 -h /www && exit 0; i=$((i+1)); sleep 0.1; done; exit 1",
     ]);
     op.wait_health(&name, 200, Duration::from_secs(8));
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::desired::DesiredContainer;
 use crate::engine::{ContainerInfo, Engine, EngineError, RunState, auth};
 use crate::health::{ProbeResult, probe};
-use crate::observe::{Observed, PREVIOUS_SUFFIX};
+use crate::observe::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX};
 use crate::plan::{Action, Plan, Step, short};
 use crate::spec::{Health, RollbackPolicy};
 use crate::status::{Change, ConditionType, ObjectStatus, Store};
@@ -529,6 +529,30 @@ impl<'a> Executor<'a> {
                     .await
                     .map_err(engine_err(Phase::Cleanup))
             }
+            Step::CreateNext { digest } => {
+                let generation = self.status.generation + 1;
+                let mut req = self.desired.request(digest, generation);
+                req.name = format!("{}{NEXT_SUFFIX}", self.name());
+                let id = e.create(&req).await.map_err(engine_err(Phase::Create))?;
+                self.status.generation = generation;
+                self.candidate = Some(id);
+                Ok(())
+            }
+            Step::RenameNext => {
+                let id = self.target_id()?;
+                match e.rename(&id, self.name()).await {
+                    Ok(()) => Ok(()),
+                    // Docker cannot rename a container that is crash-looping ("sandbox not found"): when
+                    // the candidate has exited, that exit is the verdict, not the rename.
+                    Err(err) => match e.inspect(&id).await.ok().flatten() {
+                        Some(info) => match self.exited(&info).await {
+                            Some(v) => Err((Phase::Health, v.message, v.app)),
+                            None => Err((Phase::Start, err.to_string(), false)),
+                        },
+                        None => Err((Phase::Start, err.to_string(), false)),
+                    },
+                }
+            }
             Step::Create { digest } => {
                 let generation = self.status.generation + 1;
                 let req = self.desired.request(digest, generation);
@@ -971,10 +995,11 @@ mod tests {
         assert_eq!(
             calls[4..],
             [
+                "create web-next",
                 "stop web",
+                "start web-next",
                 "rename web -> web-previous",
-                "create web",
-                "start web",
+                "rename web-next -> web",
                 "remove web-previous"
             ]
             .map(String::from)
@@ -1008,12 +1033,10 @@ mod tests {
         assert_eq!(
             engine.take_calls()[1..],
             [
+                "create web-next",
                 "stop web",
-                "rename web -> web-previous",
-                "create web",
-                "start web",
-                "remove web",
-                "rename web-previous -> web",
+                "start web-next",
+                "remove web-next",
                 "start web"
             ]
             .map(String::from)
@@ -1098,15 +1121,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn create_failure_restores_previous_without_blacklisting() {
+    async fn create_failure_touches_nothing() {
         let health = Arc::new(AtomicU16::new(200));
         let port = app(health).await;
         let (engine, obj, mut status) = running_d1(port, false).await;
+        let id = engine.by_name("web").expect("web").id;
         engine.push("reg/web:live", D2);
         engine.fail_next(
             Op::Create,
-            EngineError::Conflict {
+            EngineError::Other {
                 op: Op::Create,
+                message: "no space left on device".into(),
+            },
+        );
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        assert!(
+            matches!(
+                &out,
+                Outcome::Failed {
+                    phase: Phase::Create,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        // The new container is created before anything stops: nothing was touched.
+        assert!(
+            !engine
+                .take_calls()
+                .iter()
+                .any(|c| c.starts_with("stop") || c.starts_with("rename"))
+        );
+        assert_eq!(
+            engine.by_name("web").map(|c| (c.is_running(), c.id)),
+            Some((true, id))
+        );
+        assert!(
+            status.failed.is_empty(),
+            "engine errors are retried, not remembered"
+        );
+    }
+
+    #[tokio::test]
+    async fn start_failure_restarts_the_old_container_without_blacklisting() {
+        let health = Arc::new(AtomicU16::new(200));
+        let port = app(health).await;
+        let (engine, obj, mut status) = running_d1(port, false).await;
+        let id = engine.by_name("web").expect("web").id;
+        engine.push("reg/web:live", D2);
+        engine.fail_next(
+            Op::Start,
+            EngineError::Other {
+                op: Op::Start,
                 message: "port is already allocated".into(),
             },
         );
@@ -1115,14 +1181,27 @@ mod tests {
             matches!(
                 &out,
                 Outcome::RolledBack {
-                    phase: Phase::Create,
+                    phase: Phase::Start,
                     ..
                 }
             ),
             "{out:?}"
         );
-        assert!(engine.by_name("web").is_some_and(|c| c.is_running()));
-        assert!(engine.by_name("web-previous").is_none());
+        assert_eq!(
+            engine.take_calls()[1..],
+            [
+                "create web-next",
+                "stop web",
+                "remove web-next",
+                "start web"
+            ]
+            .map(String::from)
+        );
+        assert_eq!(
+            engine.by_name("web").map(|c| (c.is_running(), c.id)),
+            Some((true, id))
+        );
+        assert!(engine.by_name("web-previous").is_none() && engine.by_name("web-next").is_none());
         assert!(status.failed.is_empty());
     }
 

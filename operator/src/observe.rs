@@ -11,6 +11,9 @@ use crate::engine::{
 
 /// Suffix of the previous container's name.
 pub const PREVIOUS_SUFFIX: &str = "-previous";
+/// Suffix of the new container's name between its creation and the switch (`<name>-next`); found after a
+/// crash, it is a stray and removed.
+pub const NEXT_SUFFIX: &str = "-next";
 /// Suffix of a preflight candidate's name.
 pub const PREFLIGHT_SUFFIX: &str = "-preflight";
 

@@ -84,6 +84,14 @@ pub enum Step {
         /// Container ID.
         id: String,
     },
+    /// Create the new container as `<name>-next` while the old one still serves: only stop + start
+    /// remain between the old version going away and the new one starting.
+    CreateNext {
+        /// Digest.
+        digest: String,
+    },
+    /// Rename the started `<name>-next` to `<name>`.
+    RenameNext,
     /// Create the new active container.
     Create {
         /// Digest.
@@ -119,6 +127,14 @@ impl fmt::Display for Step {
             Step::StopActive { .. } => f.write_str("stop the running container"),
             Step::RenameToPrevious { .. } => f.write_str("rename it to <name>-previous"),
             Step::RemoveActive { .. } => f.write_str("remove the unproven active container"),
+            Step::CreateNext { digest } => {
+                write!(
+                    f,
+                    "create the new container from {} as <name>-next",
+                    short(digest)
+                )
+            }
+            Step::RenameNext => f.write_str("rename <name>-next to <name>"),
             Step::Create { digest } => write!(f, "create the container from {}", short(digest)),
             Step::Start => f.write_str("start it"),
             Step::ApplyUsers => f.write_str("apply users"),
@@ -465,20 +481,30 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
                     p.steps.push(Step::RemoveActive { id: a.id.clone() });
                     p.notes
                         .push(format!("keeping {} as the fallback", prev.name));
+                    p.steps.extend([
+                        Step::Create {
+                            digest: target.clone(),
+                        },
+                        Step::Start,
+                    ]);
                 }
+                // Stop-first with the least downtime: the new container exists before the old one stops; it
+                // serves as <name>-next through the health gate, and only a proven container is renamed.
                 None => p.steps.extend([
+                    Step::CreateNext {
+                        digest: target.clone(),
+                    },
                     Step::StopActive { id: a.id.clone() },
+                    Step::Start,
+                    Step::ApplyUsers,
+                    Step::HealthGate,
                     Step::RenameToPrevious { id: a.id.clone() },
+                    Step::RenameNext,
                 ]),
             }
-            p.steps.extend([
-                Step::Create {
-                    digest: target.clone(),
-                },
-                Step::Start,
-                Step::ApplyUsers,
-                Step::HealthGate,
-            ]);
+            if prev.is_some() {
+                p.steps.extend([Step::ApplyUsers, Step::HealthGate]);
+            }
             let prev_id = prev.map(|c| c.id.clone()).unwrap_or_else(|| a.id.clone());
             p.steps.push(Step::RemovePrevious { id: prev_id });
         }
@@ -619,6 +645,8 @@ mod tests {
                 Step::StopActive { .. } => "stop",
                 Step::RenameToPrevious { .. } => "rename",
                 Step::RemoveActive { .. } => "remove-active",
+                Step::CreateNext { .. } => "create-next",
+                Step::RenameNext => "rename-next",
                 Step::Create { .. } => "create",
                 Step::Start => "start",
                 Step::ApplyUsers => "users",
@@ -672,12 +700,13 @@ mod tests {
                     "volumes",
                     "pull",
                     "preflight",
+                    "create-next",
                     "stop",
-                    "rename",
-                    "create",
                     "start",
                     "users",
                     "gate",
+                    "rename",
+                    "rename-next",
                     "remove-previous",
                 ],
             ),
@@ -693,12 +722,13 @@ mod tests {
                     "volumes",
                     "pull",
                     "preflight",
+                    "create-next",
                     "stop",
-                    "rename",
-                    "create",
                     "start",
                     "users",
                     "gate",
+                    "rename",
+                    "rename-next",
                     "remove-previous",
                 ],
             ),

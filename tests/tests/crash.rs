@@ -205,19 +205,20 @@ update_cases! {
     update_abort_after_pull => "step-2",
     update_abort_while_preflight_runs => "preflight-started",
     update_abort_after_preflight => "step-3",
-    update_abort_after_stop => "step-4",
-    update_abort_after_rename_to_previous => "step-5",
-    update_abort_after_create => "step-6",
-    update_abort_after_start => "step-7",
-    update_abort_after_users => "step-8",
-    update_abort_after_health_gate => "step-9",
-    update_abort_after_remove_previous => "step-10",
+    update_abort_after_create_next => "step-4",
+    update_abort_after_stop => "step-5",
+    update_abort_after_start_of_next => "step-6",
+    update_abort_after_users => "step-7",
+    update_abort_after_health_gate => "step-8",
+    update_abort_after_rename_to_previous => "step-9",
+    update_abort_after_rename_next => "step-10",
+    update_abort_after_remove_previous => "step-11",
 }
 
 rollback_cases! {
-    // With preflight off the update's steps are: volumes, pull, stop, rename, create, start, users, gate
-    // (fails), so the gate's failure starts the rollback.
-    rollback_abort_before_gate_fails => "step-7",
+    // With preflight off the update's steps are: 1 volumes, 2 pull, 3 create <name>-next, 4 stop, 5 start
+    // <name>-next, 6 users, 7 gate (fails), so the gate's failure starts the rollback.
+    rollback_abort_before_gate_fails => "step-6",
     rollback_abort_after_candidate_removed => "rollback-1",
     rollback_abort_after_previous_renamed_back => "rollback-2",
     rollback_abort_after_previous_started => "rollback-3",
@@ -247,7 +248,7 @@ fn opencode_crash(point: &str, bad: bool) {
 
 #[test]
 fn opencode_update_abort_after_rename_to_previous() {
-    opencode_crash("step-4", false);
+    opencode_crash("step-8", false);
 }
 
 #[test]

@@ -862,6 +862,52 @@ pub fn restart_dockerd() {
     );
 }
 
+/// The `version` field an app serves on `127.0.0.1:<port>/global/health`, when it answers 200.
+pub fn served_version(port: u16) -> Option<String> {
+    let url = format!("http://127.0.0.1:{port}{}", images::HEALTH_PATH);
+    let (code, body) = http_get(&url, Duration::from_secs(2)).ok()?;
+    (code == 200).then_some(())?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["version"].as_str().map(str::to_owned)
+}
+
+/// `(status, reason, message)` of condition `kind` in a `dockop status -o json` document.
+#[track_caller]
+pub fn condition(status: &serde_json::Value, kind: &str) -> (bool, String, String) {
+    let c = status["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == kind))
+        .unwrap_or_else(|| panic!("no {kind} condition in {status:#}"));
+    (
+        c["status"].as_bool().unwrap_or(false),
+        c["reason"].as_str().unwrap_or_default().to_owned(),
+        c["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+impl TestEnv {
+    /// `dockop status NAME -o json` with this test's state dir, parsed.
+    #[track_caller]
+    pub fn status(&self, name: &str) -> serde_json::Value {
+        let out = self.dockop().run(["status", name, "-o", "json"]);
+        out.assert_success();
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}\n{out}"))
+    }
+
+    /// Names of every container (any state) labelled with this test's id.
+    pub fn containers(&self) -> Vec<String> {
+        let filter = format!("label={}", self.label());
+        stdout_lines(docker([
+            "ps",
+            "-a",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Names}}",
+        ]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

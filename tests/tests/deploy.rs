@@ -77,17 +77,6 @@ spec:
     )
 }
 
-fn served_version(port: u16) -> Option<String> {
-    let (code, body) = http_get(
-        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    (code == 200).then_some(())?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["version"].as_str().map(str::to_owned)
-}
-
 /// The Degraded reason dockop (inside its container) reports for `name`.
 fn degraded_reason(compose: &Compose, name: &str) -> Option<String> {
     let out = docker([

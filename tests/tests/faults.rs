@@ -33,44 +33,9 @@ spec:
     )
 }
 
-fn served_version(port: u16) -> Option<String> {
-    let (code, body) = http_get(
-        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    (code == 200).then_some(())?;
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v["version"].as_str().map(str::to_owned)
-}
-
-fn containers(env: &TestEnv) -> Vec<String> {
-    docker_ok([
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label={}", env.label()),
-        "--format",
-        "{{.Names}}",
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
 fn degraded_reason(env: &TestEnv, name: &str) -> (bool, String) {
-    let st: serde_json::Value =
-        serde_json::from_str(&env.dockop().run(["status", name, "-o", "json"]).stdout)
-            .expect("status JSON");
-    let c = st["conditions"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["type"] == "Degraded"))
-        .cloned()
-        .expect("Degraded");
-    (
-        c["status"] == true,
-        c["reason"].as_str().unwrap_or_default().to_owned(),
-    )
+    let (degraded, reason, _) = condition(&env.status(name), "Degraded");
+    (degraded, reason)
 }
 
 struct Registry(Child);
@@ -176,7 +141,7 @@ fn registry_stopped_during_pull_leaves_service_running() {
         "the running container was not touched"
     );
     assert_eq!(served_version(port).as_deref(), Some("1"));
-    assert_eq!(containers(&env), vec![name.clone()]);
+    assert_eq!(env.containers(), vec![name.clone()]);
     let (degraded, reason) = degraded_reason(&env, &name);
     assert!(
         degraded && (reason == "PullFailed" || reason == "RegistryUnavailable"),
@@ -220,7 +185,7 @@ fn dockerd_restarted_during_update_converges() {
         "serving the new or the old version"
     );
     assert_eq!(
-        containers(&env),
+        env.containers(),
         vec![name.clone()],
         "no previous or half-made container left"
     );

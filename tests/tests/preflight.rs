@@ -78,26 +78,6 @@ spec:
     )
 }
 
-fn status_json(env: &TestEnv, name: &str) -> serde_json::Value {
-    let out = env.dockop().run(["status", name, "-o", "json"]);
-    out.assert_success();
-    serde_json::from_str(&out.stdout).expect("status JSON")
-}
-
-fn containers(env: &TestEnv) -> Vec<String> {
-    docker_ok([
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label={}", env.label()),
-        "--format",
-        "{{.Names}}",
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
 /// Deploys `good`, then offers `bad` under the same tag while probing: rejected, zero failed probes.
 fn rejected_with_zero_downtime(test: &str, good: &str, bad: &str, container_port: u16, seen: &str) {
     let env = TestEnv::new(test);
@@ -131,11 +111,11 @@ fn rejected_with_zero_downtime(test: &str, good: &str, bad: &str, container_port
         "running container untouched"
     );
     assert_eq!(
-        containers(&env),
+        env.containers(),
         vec![name.clone()],
         "no preflight container left"
     );
-    let st = status_json(&env, &name);
+    let st = env.status(&name);
     let degraded = st["conditions"]
         .as_array()
         .and_then(|a| a.iter().find(|c| c["type"] == "Degraded"))
@@ -147,7 +127,7 @@ fn rejected_with_zero_downtime(test: &str, good: &str, bad: &str, container_port
     // Remembered as failed: not tried again.
     let again = env.dockop().run(["apply", "-f", file]);
     assert!(again.stdout.contains("failed before"), "{again}");
-    assert_eq!(containers(&env), vec![name]);
+    assert_eq!(env.containers(), vec![name]);
 }
 
 #[test]
@@ -201,7 +181,7 @@ fn good_image_passes_preflight_then_updates() {
     )
     .expect("served");
     assert!(body.contains("\"2\""), "{body}");
-    assert_eq!(containers(&env), vec![name]);
+    assert_eq!(env.containers(), vec![name]);
 }
 
 #[test]
@@ -229,5 +209,5 @@ fn leftover_preflight_container_is_removed_at_next_reconcile() {
         WEB_V1,
     ]);
     env.dockop().run(["apply", "-f", file]).assert_success();
-    assert_eq!(containers(&env), vec![name]);
+    assert_eq!(env.containers(), vec![name]);
 }

@@ -46,51 +46,6 @@ fn id_and_started(container: &str) -> String {
     inspect(container, "{{.Id}} {{.State.StartedAt}}")
 }
 
-fn served_version(port: u16) -> Option<String> {
-    let (code, body) = http_get(
-        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.get("version").and_then(|v| v.as_str()).map(str::to_owned)
-}
-
-fn status_json(env: &TestEnv, name: &str) -> serde_json::Value {
-    let out = env.dockop().run(["status", name, "-o", "json"]);
-    out.assert_success();
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("status JSON: {e}\n{out}"))
-}
-
-fn condition(status: &serde_json::Value, kind: &str) -> (bool, String, String) {
-    let c = status["conditions"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["type"] == kind))
-        .unwrap_or_else(|| panic!("no {kind} condition in {status:#}"));
-    (
-        c["status"].as_bool().unwrap_or(false),
-        c["reason"].as_str().unwrap_or_default().to_owned(),
-        c["message"].as_str().unwrap_or_default().to_owned(),
-    )
-}
-
-fn managed_containers(env: &TestEnv) -> Vec<String> {
-    docker_ok([
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label={}", env.label()),
-        "--format",
-        "{{.Names}}",
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect()
-}
-
 /// Deploys `web:v1` through a per-test tag and returns (spec path, name, host port, tag reference).
 fn deploy_v1(env: &TestEnv, extra: &str) -> (std::path::PathBuf, String, u16, String) {
     let (tag, _) = env.push_as(WEB_V1, "live");
@@ -149,7 +104,7 @@ fn apply_creates_container_with_ports_env_volumes_labels() {
         vlabels.contains("dockop.dev/name") && vlabels.contains(env.id()),
         "{vlabels}"
     );
-    let st = status_json(&env, &name);
+    let st = env.status(&name);
     assert!(condition(&st, "Ready").0, "{st:#}");
     assert_eq!(st["appVersion"], "1");
 }
@@ -190,11 +145,11 @@ fn new_digest_on_followed_tag_recreates_and_keeps_volume_data() {
         "precious"
     );
     assert_eq!(
-        managed_containers(&env),
+        env.containers(),
         vec![name.clone()],
         "previous and preflight containers are gone"
     );
-    let st = status_json(&env, &name);
+    let st = env.status(&name);
     assert_eq!(st["appVersion"], "2");
     assert_eq!(st["history"][0]["result"], "succeeded");
 }
@@ -285,8 +240,8 @@ fn bad_update_rolls_back(test: &str, bad_image: &str, reason_contains: &str) {
         docker_ok(["exec", &name, "cat", "/data/file"]).trim(),
         "precious"
     );
-    assert_eq!(managed_containers(&env), vec![name.clone()]);
-    let st = status_json(&env, &name);
+    assert_eq!(env.containers(), vec![name.clone()]);
+    let st = env.status(&name);
     let (degraded, reason, message) = condition(&st, "Degraded");
     assert!(degraded && reason == "RolledBack", "{st:#}");
     assert!(message.contains(reason_contains), "{message}");
@@ -298,9 +253,9 @@ fn bad_update_rolls_back(test: &str, bad_image: &str, reason_contains: &str) {
     let again = apply(&env, &file);
     again.assert_code(1);
     assert!(again.stdout.contains("failed before"), "{again}");
-    let (_, reason1, msg1) = condition(&status_json(&env, &name), "Degraded");
+    let (_, reason1, msg1) = condition(&env.status(&name), "Degraded");
     apply(&env, &file).assert_code(1);
-    let (_, reason2, msg2) = condition(&status_json(&env, &name), "Degraded");
+    let (_, reason2, msg2) = condition(&env.status(&name), "Degraded");
     assert_eq!(
         (reason1, msg1),
         (reason2, msg2),
@@ -311,7 +266,7 @@ fn bad_update_rolls_back(test: &str, bad_image: &str, reason_contains: &str) {
     env.push_as(WEB_V3, "live");
     apply(&env, &file).assert_success();
     assert_eq!(served_version(port).as_deref(), Some("3"));
-    let (degraded, _, _) = condition(&status_json(&env, &name), "Degraded");
+    let (degraded, _, _) = condition(&env.status(&name), "Degraded");
     assert!(!degraded);
 }
 
@@ -385,7 +340,7 @@ fn missing_image_leaves_running_container_untouched() {
     assert!(out.stdout.contains("not in the registry"), "{out}");
     assert_eq!(id_and_started(&name), id);
     assert_eq!(served_version(port).as_deref(), Some("1"));
-    let (degraded, reason, _) = condition(&status_json(&env, &name), "Degraded");
+    let (degraded, reason, _) = condition(&env.status(&name), "Degraded");
     assert!(degraded && reason == "RegistryUnavailable");
 }
 
@@ -457,7 +412,7 @@ fn registry_down_leaves_running_container_untouched() {
     );
     assert_eq!(id_and_started(&name), id);
     assert_eq!(served_version(port).as_deref(), Some("1"));
-    let (degraded, reason, _) = condition(&status_json(&env, &name), "Degraded");
+    let (degraded, reason, _) = condition(&env.status(&name), "Degraded");
     assert!(degraded && reason == "RegistryUnavailable");
     docker(["rmi", &tag]);
 }
@@ -522,7 +477,7 @@ fn pull_failure_leaves_running_container_untouched() {
     assert!(out.stdout.contains("pull"), "{out}");
     assert_eq!(id_and_started(&name), id);
     assert_eq!(served_version(port).as_deref(), Some("1"));
-    let (degraded, reason, _) = condition(&status_json(&env, &name), "Degraded");
+    let (degraded, reason, _) = condition(&env.status(&name), "Degraded");
     assert!(degraded && reason == "PullFailed", "{reason}");
 }
 
@@ -597,7 +552,7 @@ fn real_opencode_update_then_bad_release_rolls_back() {
     env.push_as(OPENCODE_1_18_34, "live");
     apply(&env, &file).assert_success();
     assert_eq!(served_version(port).as_deref(), Some("1.18.34"));
-    assert_eq!(status_json(&env, &name)["appVersion"], "1.18.34");
+    assert_eq!(env.status(&name)["appVersion"], "1.18.34");
     let id = inspect(&name, "{{.Id}}");
     env.push_as(OPENCODE_BAD, "live");
     let out = apply(&env, &file);

@@ -7,7 +7,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dockop_e2e::images::*;
@@ -44,44 +43,6 @@ fn served(port: u16) -> bool {
         Duration::from_secs(2),
     )
     .is_ok_and(|(code, _)| code == 200)
-}
-
-fn engine_up() -> bool {
-    Command::new("docker")
-        .args(["info", "--format", "{{.ID}}"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn dockerd_pid() -> Option<u32> {
-    let out = Command::new("pidof").arg("dockerd").output().ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Stops dockerd (SIGTERM, as a service manager would) and starts it again the way the test bed does.
-fn restart_dockerd() {
-    let pid = dockerd_pid().expect("dockerd runs (tests/testbed/up starts it)");
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let gone = wait_until(Duration::from_secs(60), || {
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
-    });
-    assert!(gone, "dockerd {pid} did not stop");
-    let started = Command::new("sh")
-        .args([
-            "-c",
-            "mkdir -p /var/log/dockop-testbed && setsid dockerd >>/var/log/dockop-testbed/dockerd.log 2>&1 </dev/null &",
-        ])
-        .status()
-        .expect("start dockerd");
-    assert!(started.success());
-    assert!(
-        wait_until(Duration::from_secs(60), engine_up),
-        "dockerd back within 60 s"
-    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
 use crate::spec::load::{Loaded, load_paths};
-use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir, write_atomic};
+use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir};
 
 /// Exit code of `plan` when changes are pending.
 const EXIT_CHANGES: u8 = 2;
@@ -198,7 +198,7 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
     let objects: Vec<Container> = loaded.objects.iter().map(|o| o.object.clone()).collect();
     if !dry_run {
         for o in &objects {
-            save_last_applied(&store, o);
+            store.save_last_applied(o);
         }
     }
     // Objects are independent: reconcile them concurrently, a few at a time.
@@ -267,29 +267,6 @@ fn print_plan(r: &Report) {
             println!("  {}. {s}", i + 1);
         }
     }
-}
-
-/// Remembers the last applied object so `dockop rollback NAME` works without `-f` (mode 0600: the spec may
-/// hold password hashes).
-fn save_last_applied(store: &Store, o: &Container) {
-    let path = store
-        .dir()
-        .join("objects")
-        .join(format!("{}.spec.json.last", o.metadata.name));
-    if let Ok(bytes) = serde_json::to_vec(o)
-        && write_atomic(&path, &bytes).is_ok()
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-    }
-}
-
-fn load_last_applied(store: &Store, name: &str) -> Option<Container> {
-    let path = store
-        .dir()
-        .join("objects")
-        .join(format!("{name}.spec.json.last"));
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
 fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> ExitCode {
@@ -378,7 +355,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         Err(c) => return c,
     };
     let obj = if files.is_empty() {
-        match load_last_applied(&store, name) {
+        match store.load_last_applied(name) {
             Some(o) => o,
             None => {
                 eprintln!(

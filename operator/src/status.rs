@@ -358,9 +358,37 @@ impl Store {
         write_atomic(&self.path(&status.name), &bytes)
     }
 
-    /// Removes one object's status (after `--prune`).
+    /// Removes one object's status and its last applied spec (after `--prune`).
     pub fn remove(&self, name: &str) {
         let _ = fs::remove_file(self.path(name));
+        let _ = fs::remove_file(self.last_applied_path(name));
+    }
+
+    fn last_applied_path(&self, name: &str) -> PathBuf {
+        self.dir
+            .join("objects")
+            .join(format!("{name}.spec.json.last"))
+    }
+
+    /// Remembers the object last applied, so `dockop rollback NAME` works without `-f`. Mode 0600: the
+    /// spec may hold password hashes. An unchanged spec is not rewritten.
+    pub fn save_last_applied(&self, o: &crate::spec::Container) {
+        let path = self.last_applied_path(&o.metadata.name);
+        let Ok(bytes) = serde_json::to_vec(o) else {
+            return;
+        };
+        if fs::read(&path).is_ok_and(|old| old == bytes) {
+            return;
+        }
+        if write_atomic(&path, &bytes).is_ok() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o600));
+        }
+    }
+
+    /// The object last applied, if one was recorded.
+    pub fn load_last_applied(&self, name: &str) -> Option<crate::spec::Container> {
+        serde_json::from_slice(&fs::read(self.last_applied_path(name)).ok()?).ok()
     }
 }
 

@@ -14,7 +14,7 @@ use crate::engine::{ContainerInfo, Engine, EngineError, LABEL_NAME};
 use crate::execute::Reporter;
 use crate::reconcile::{Ctx, Options, ReconcileError, Report, reconcile};
 use crate::spec::Container;
-use crate::status::{ConditionType, Store, write_atomic};
+use crate::status::{ConditionType, Store};
 use crate::telemetry::metrics;
 
 /// Condition reason of an object whose input is invalid (it keeps its last valid version).
@@ -200,7 +200,7 @@ impl Worker {
             revision,
         };
         let result = reconcile(&self.ctx, object, all.as_ref().map(|a| a.as_slice()), &opts).await;
-        save_last_applied(&self.ctx.store, object);
+        self.ctx.store.save_last_applied(object);
         if let Some(errors) = invalid {
             mark(
                 &self.ctx.store,
@@ -231,7 +231,6 @@ impl Worker {
             removed += 1;
         }
         self.ctx.store.remove(name);
-        let _ = std::fs::remove_file(last_applied_path(&self.ctx.store, name));
         let m = metrics();
         let labels = vec![("name", name.to_owned())];
         m.ready.remove(&labels);
@@ -247,29 +246,6 @@ fn mark(store: &Store, name: &str, reason: &str, message: &str) {
     status.last_error = Some(message.to_owned());
     if let Err(e) = store.save(&status) {
         tracing::warn!(object = name, error = %e, "cannot write status");
-    }
-}
-
-fn last_applied_path(store: &Store, name: &str) -> std::path::PathBuf {
-    store
-        .dir()
-        .join("objects")
-        .join(format!("{name}.spec.json.last"))
-}
-
-/// Remembers the object applied, as `dockop apply` does, so `dockop rollback NAME` works without `-f`
-/// (mode 0600: the spec may hold password hashes).
-fn save_last_applied(store: &Store, o: &Container) {
-    let path = last_applied_path(store, &o.metadata.name);
-    let Ok(bytes) = serde_json::to_vec(o) else {
-        return;
-    };
-    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
-        return;
-    }
-    if write_atomic(&path, &bytes).is_ok() {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
 }
 

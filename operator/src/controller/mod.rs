@@ -726,22 +726,33 @@ mod tests {
     async fn prunes_containers_and_status() {
         let mut h = start(true);
         h.source
-            .send(state(vec![object("web"), object("db")], "r1", &[]))
+            .send(state(vec![object("prune-me"), object("db")], "r1", &[]))
             .await
             .expect("send");
         eventually("both created", || {
-            h.fake.by_name("web").is_some() && h.fake.by_name("db").is_some()
+            h.fake.by_name("prune-me").is_some() && h.fake.by_name("db").is_some()
         })
         .await;
         h.source
             .send(state(vec![object("db")], "r2", &[]))
             .await
             .expect("send");
-        eventually("web pruned", || {
-            h.fake.by_name("web").is_none() && !h.store.list().iter().any(|s| s.name == "web")
+        eventually("pruned", || {
+            h.fake.by_name("prune-me").is_none()
+                && !h.store.list().iter().any(|s| s.name == "prune-me")
         })
         .await;
         assert!(h.fake.by_name("db").is_some());
+        // Its per-object gauges are gone too (counters keep their history).
+        let text = crate::telemetry::metrics().encode();
+        for family in ["dockop_ready{", "dockop_object_info{"] {
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.starts_with(family) && l.contains("name=\"prune-me\"")),
+                "{family} series left for a pruned object:\n{text}"
+            );
+        }
         h.stop.take().map(|s| s.send(()));
         h.task.await.expect("controller ends");
     }

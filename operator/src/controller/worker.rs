@@ -231,10 +231,7 @@ impl Worker {
             removed += 1;
         }
         self.ctx.store.remove(name);
-        let m = metrics();
-        let labels = vec![("name", name.to_owned())];
-        m.ready.remove(&labels);
-        m.last_successful_reconcile.remove(&labels);
+        metrics().forget_object(name);
         JobResult::Pruned { removed }
     }
 }

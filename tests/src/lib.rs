@@ -908,6 +908,61 @@ impl TestEnv {
     }
 }
 
+/// A registry of the test's own (`docker-registry` on a free port, storage in the test's temp dir), so a
+/// test can stop or break it without touching the shared ones. Killed on drop.
+#[derive(Debug)]
+pub struct TestRegistry {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its storage root (`docker/registry/v2/...` below it).
+    pub root: PathBuf,
+}
+
+impl TestRegistry {
+    /// Starts it and waits until `/v2/` answers.
+    #[track_caller]
+    pub fn start(env: &TestEnv) -> Self {
+        let port = env.free_port();
+        let root = env.dir().join("registry");
+        let config = env.write(
+            "registry.yml",
+            &format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
+                root.display()
+            ),
+        );
+        let child = Command::new("/usr/bin/docker-registry")
+            .args(["serve", config.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let v2 = format!("http://127.0.0.1:{port}/v2/");
+        assert!(
+            wait_until(Duration::from_secs(10), || http_get(
+                &v2,
+                Duration::from_secs(1)
+            )
+            .is_ok()),
+            "the test's own registry did not start"
+        );
+        Self { child, port, root }
+    }
+
+    /// Stops it (for tests of a registry going away).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

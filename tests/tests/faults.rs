@@ -2,7 +2,7 @@
 //! Docker engine restarted during the health gate. Both end converged or cleanly Degraded, and the service is
 //! never left stopped while the old version could serve.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use dockop_e2e::images::*;
@@ -38,45 +38,11 @@ fn degraded_reason(env: &TestEnv, name: &str) -> (bool, String) {
     (degraded, reason)
 }
 
-struct Registry(Child);
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn own_registry(env: &TestEnv) -> (Registry, u16) {
-    let port = env.free_port();
-    let config = env.write(
-        "registry.yml",
-        &format!(
-            "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-            env.dir().join("registry").display()
-        ),
-    );
-    let child = Command::new("/usr/bin/docker-registry")
-        .args(["serve", config.to_str().expect("utf8")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry");
-    assert!(wait_until(Duration::from_secs(10), || {
-        http_get(
-            &format!("http://127.0.0.1:{port}/v2/"),
-            Duration::from_secs(1),
-        )
-        .is_ok()
-    }));
-    (Registry(child), port)
-}
-
 #[test]
 fn registry_stopped_during_pull_leaves_service_running() {
     let env = TestEnv::new("fault-pull");
-    let (mut registry, rport) = own_registry(&env);
-    let tag = format!("127.0.0.1:{rport}/{}:live", env.id());
+    let mut registry = TestRegistry::start(&env);
+    let tag = format!("127.0.0.1:{}/{}:live", registry.port, env.id());
     push_as(WEB_V1, &tag);
     let name = env.name("web");
     let port = env.free_port();
@@ -124,8 +90,7 @@ fn registry_stopped_during_pull_leaves_service_running() {
         "the pull started\n{}",
         apply.stderr()
     );
-    let _ = registry.0.kill();
-    let _ = registry.0.wait();
+    registry.stop();
     let code = apply.wait(Duration::from_secs(120));
     assert_eq!(
         code,

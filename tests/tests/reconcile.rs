@@ -344,57 +344,10 @@ fn missing_image_leaves_running_container_untouched() {
     assert!(degraded && reason == "RegistryUnavailable");
 }
 
-/// A registry of the test's own, so it can be stopped and broken without touching the shared one.
-struct OwnRegistry {
-    child: std::process::Child,
-    port: u16,
-    root: std::path::PathBuf,
-}
-
-impl OwnRegistry {
-    fn start(env: &TestEnv) -> Self {
-        let port = env.free_port();
-        let root = env.dir().join("registry");
-        let config = env.write(
-            "registry.yml",
-            &format!(
-                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                root.display()
-            ),
-        );
-        let child = std::process::Command::new("/usr/bin/docker-registry")
-            .args(["serve", config.to_str().expect("utf8")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        assert!(
-            wait_until(Duration::from_secs(10), || http_get(
-                &format!("http://127.0.0.1:{port}/v2/"),
-                Duration::from_secs(1)
-            )
-            .is_ok()),
-            "own registry did not start"
-        );
-        Self { child, port, root }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnRegistry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[test]
 fn registry_down_leaves_running_container_untouched() {
     let env = TestEnv::new("regdown");
-    let mut reg = OwnRegistry::start(&env);
+    let mut reg = TestRegistry::start(&env);
     let tag = format!("127.0.0.1:{}/{}:live", reg.port, env.id());
     push_as(WEB_V1, &tag);
     let name = env.name("web");
@@ -420,7 +373,7 @@ fn registry_down_leaves_running_container_untouched() {
 #[test]
 fn pull_failure_leaves_running_container_untouched() {
     let env = TestEnv::new("pullfail");
-    let reg = OwnRegistry::start(&env);
+    let reg = TestRegistry::start(&env);
     let tag = format!("127.0.0.1:{}/{}:live", reg.port, env.id());
     push_as(WEB_V1, &tag);
     let name = env.name("web");

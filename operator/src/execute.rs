@@ -10,6 +10,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 
 use crate::desired::DesiredContainer;
@@ -711,71 +713,63 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Probes container `id` until healthy, the startup deadline, `failureThreshold` unhealthy answers in a
-    /// row, or the container exiting.
+    /// Probes container `id` until healthy, the startup deadline, `failureThreshold` counted failures
+    /// (see [`ProbeSchedule`]), or the container exiting.
     async fn gate(&mut self, id: &str) -> Result<(), Verdict> {
         let health = self.desired.spec.health.clone();
         let deadline = Duration::from_secs(u64::from(
             health.as_ref().map_or(60, |h| h.startup_deadline_seconds),
         ));
         let started = Instant::now();
-        let mut failures = 0u32;
+        let Some(h) = health else {
+            return self.settle(id, started).await;
+        };
+        let mut schedule = ProbeSchedule::new(&h, started);
+        let mut in_flight = FuturesUnordered::new();
+        let mut last: Option<ProbeResult> = None;
         loop {
-            let info = self.engine.inspect(id).await.map_err(|e| Verdict {
-                app: false,
-                message: e.to_string(),
-            })?;
-            let Some(info) = info else {
-                return Err(Verdict {
-                    app: false,
-                    message: "the container disappeared".into(),
-                });
-            };
-            if let Some(v) = self.exited(&info).await {
-                return Err(v);
+            let info = self.running(id).await?;
+            let now = Instant::now();
+            if schedule.due(now, in_flight.len()) {
+                schedule.launched(now);
+                let (desired, info, h) = (self.desired, info.clone(), h.clone());
+                in_flight.push(async move { (now, probe_object(desired, &info, &h).await) });
             }
-            let Some(h) = &health else {
-                if started.elapsed() >= NO_HEALTH_SETTLE {
-                    return Ok(());
-                }
-                tokio::time::sleep(STARTUP_POLL).await;
-                continue;
+            let wake = schedule
+                .next_launch(now, in_flight.len())
+                .map_or(started + deadline, |t| t.min(started + deadline));
+            let done = tokio::select! {
+                Some(done) = in_flight.next() => Some(done),
+                () = tokio::time::sleep_until(wake.into()) => None,
             };
-            let probe_started = Instant::now();
-            let result = probe_object(self.desired, &info, h).await;
-            let pause = match &result {
-                ProbeResult::Healthy { version } => {
-                    self.version = version.clone();
-                    self.status.app_version = version.clone();
-                    return Ok(());
-                }
-                // Not listening (yet): still starting, which only the deadline limits; it also ends a run
-                // of unhealthy answers.
-                ProbeResult::NotListening { .. } => {
-                    failures = 0;
-                    STARTUP_POLL
-                }
-                ProbeResult::Unhealthy { .. } | ProbeResult::Timeout => {
-                    failures += 1;
-                    Metrics::inc_name(&metrics().health_probe_failures_total, self.name());
-                    if failures >= h.failure_threshold {
-                        return Err(Verdict {
-                            app: true,
-                            message: format!(
-                                "{} unhealthy answers in a row on {}: {}",
-                                failures,
-                                h.path,
-                                result.describe()
-                            ),
-                        });
+            if let Some((launched, result)) = done {
+                match schedule.record(launched, &result) {
+                    Tally::Healthy => {
+                        if let ProbeResult::Healthy { version } = result {
+                            self.status.app_version = version.clone();
+                            self.version = version;
+                        }
+                        return Ok(());
                     }
-                    // Probes run at a fixed rate: a probe that used up its timeout is followed at once.
-                    Duration::from_secs(u64::from(h.interval_seconds))
-                        .saturating_sub(probe_started.elapsed())
+                    Tally::Counted(failures) => {
+                        Metrics::inc_name(&metrics().health_probe_failures_total, self.name());
+                        if failures >= h.failure_threshold {
+                            return Err(Verdict {
+                                app: true,
+                                message: format!(
+                                    "{failures} unhealthy answers in a row on {}: {}",
+                                    h.path,
+                                    result.describe()
+                                ),
+                            });
+                        }
+                    }
+                    Tally::Uncounted => {}
                 }
-            };
-            if started.elapsed() + pause > deadline {
-                let last = result.describe();
+                last = Some(result);
+            }
+            if started.elapsed() >= deadline {
+                let last = last.map_or_else(|| "none finished".to_owned(), |r| r.describe());
                 return Err(Verdict {
                     app: true,
                     message: format!(
@@ -784,7 +778,35 @@ impl<'a> Executor<'a> {
                     ),
                 });
             }
-            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Without a health check: the container must keep running for [`NO_HEALTH_SETTLE`].
+    async fn settle(&mut self, id: &str, started: Instant) -> Result<(), Verdict> {
+        loop {
+            self.running(id).await?;
+            if started.elapsed() >= NO_HEALTH_SETTLE {
+                return Ok(());
+            }
+            tokio::time::sleep(STARTUP_POLL).await;
+        }
+    }
+
+    /// Inspects container `id`: its state while it runs, the verdict when it is gone or exited.
+    async fn running(&self, id: &str) -> Result<ContainerInfo, Verdict> {
+        let info = self.engine.inspect(id).await.map_err(|e| Verdict {
+            app: false,
+            message: e.to_string(),
+        })?;
+        let Some(info) = info else {
+            return Err(Verdict {
+                app: false,
+                message: "the container disappeared".into(),
+            });
+        };
+        match self.exited(&info).await {
+            Some(v) => Err(v),
+            None => Ok(info),
         }
     }
 
@@ -816,6 +838,103 @@ impl<'a> Executor<'a> {
             message.push_str(&format!("; last log lines: {}", logs.replace('\n', " | ")));
         }
         Some(Verdict { app: true, message })
+    }
+}
+
+/// Probes in flight at most while the app has not answered HTTP yet.
+const MAX_STARTUP_PROBES: usize = 8;
+
+/// What a finished probe did to the health gate's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tally {
+    /// Healthy: the gate passes.
+    Healthy,
+    /// A failure that counts; the number in a row so far.
+    Counted(u32),
+    /// Not counted: not listening yet, or a failure within `intervalSeconds` of the last counted one.
+    Uncounted,
+}
+
+/// When the health gate probes and how it counts what comes back.
+///
+/// Until the app first answers HTTP, a new probe starts every [`STARTUP_POLL`] even while earlier ones
+/// still wait (at most [`MAX_STARTUP_PROBES`]): some apps, OpenCode among them, accept a connection early in
+/// startup and never answer it, and waiting out that probe's `timeoutSeconds` would add it to every update.
+/// Once the app has answered, probes run one at a time at a fixed rate of `intervalSeconds`. A timeout or an
+/// unhealthy answer counts at most once per `intervalSeconds` (by launch time), so `failureThreshold` keeps
+/// meaning that many intervals of failure however many probes overlap; "not listening" is still starting
+/// and ends a run of failures.
+#[derive(Debug)]
+struct ProbeSchedule {
+    interval: Duration,
+    answered: bool,
+    last_launch: Option<Instant>,
+    failures: u32,
+    /// Launch time of the last counted failure.
+    last_counted: Option<Instant>,
+    /// Results of probes launched before this are stale for the count (a later probe saw "not listening").
+    epoch: Instant,
+}
+
+impl ProbeSchedule {
+    fn new(h: &Health, started: Instant) -> Self {
+        Self {
+            interval: Duration::from_secs(u64::from(h.interval_seconds)),
+            answered: false,
+            last_launch: None,
+            failures: 0,
+            last_counted: None,
+            epoch: started,
+        }
+    }
+
+    fn gap(&self) -> Duration {
+        if self.answered {
+            self.interval
+        } else {
+            STARTUP_POLL
+        }
+    }
+
+    /// Whether to launch a probe at `now` with `in_flight` running.
+    fn due(&self, now: Instant, in_flight: usize) -> bool {
+        self.next_launch(now, in_flight).is_some_and(|t| t <= now)
+    }
+
+    /// When the next probe may start (`now` or later); none until one of the `in_flight` finishes.
+    fn next_launch(&self, now: Instant, in_flight: usize) -> Option<Instant> {
+        let cap = if self.answered { 1 } else { MAX_STARTUP_PROBES };
+        (in_flight < cap).then(|| self.last_launch.map_or(now, |t| (t + self.gap()).max(now)))
+    }
+
+    fn launched(&mut self, at: Instant) {
+        self.last_launch = Some(at);
+    }
+
+    fn record(&mut self, launched: Instant, result: &ProbeResult) -> Tally {
+        match result {
+            ProbeResult::Healthy { .. } => return Tally::Healthy,
+            ProbeResult::NotListening { .. } => {
+                // Only news newer than the last counted failure ends the run.
+                if launched >= self.epoch && self.last_counted.is_none_or(|t| launched >= t) {
+                    self.epoch = launched;
+                    self.failures = 0;
+                    self.last_counted = None;
+                }
+                return Tally::Uncounted;
+            }
+            ProbeResult::Unhealthy { .. } => self.answered = true,
+            ProbeResult::Timeout => {}
+        }
+        let too_soon = self
+            .last_counted
+            .is_some_and(|t| launched < t + self.interval);
+        if launched < self.epoch || too_soon {
+            return Tally::Uncounted;
+        }
+        self.failures += 1;
+        self.last_counted = Some(launched);
+        Tally::Counted(self.failures)
     }
 }
 
@@ -908,9 +1027,13 @@ mod tests {
     }
 
     fn object(port: u16, preflight: bool) -> Container {
-        let yaml = format!(
+        container(&format!(
             "image: reg/web:live\nhealth: {{path: /h, port: {port}, intervalSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 5}}\nupdate: {{preflight: {preflight}}}\n"
-        );
+        ))
+    }
+
+    /// Object `web` with spec `yaml`.
+    fn container(yaml: &str) -> Container {
         Container {
             api_version: ApiVersion::V1Alpha1,
             kind: Kind::Container,
@@ -919,7 +1042,7 @@ mod tests {
                 labels: BTreeMap::new(),
                 annotations: BTreeMap::new(),
             },
-            spec: serde_saphyr::from_str(&yaml).expect("spec"),
+            spec: serde_saphyr::from_str(yaml).expect("spec"),
             status: None,
         }
     }
@@ -1226,6 +1349,161 @@ mod tests {
         assert_eq!(
             engine.take_calls()[1..],
             ["create web", "start web", "remove web-previous"].map(String::from)
+        );
+    }
+
+    /// Accepts connections; holds the first `hang` open without an answer, answers the rest healthy.
+    async fn hanging_app(hang: usize) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                if held.len() < hang {
+                    held.push(s);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    let body = r#"{"healthy":true,"version":"t"}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = s.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        port
+    }
+
+    /// Creates `obj` on an empty fake engine.
+    async fn create_once(obj: &Container) -> (Outcome, ObjectStatus) {
+        let engine = FakeEngine::new();
+        engine.push("reg/web:live", D1);
+        let mut status = ObjectStatus::new("web");
+        let out = reconcile_once(&engine, obj, &mut status).await;
+        (out, status)
+    }
+
+    #[tokio::test]
+    async fn gate_does_not_wait_on_a_connection_that_is_never_answered() {
+        // As OpenCode does early in its start. With a 30 s probe timeout and a 5 s deadline, a gate that
+        // waited on the first probe would fail.
+        let port = hanging_app(1).await;
+        let obj = container(&format!(
+            "image: reg/web:live\nhealth: {{path: /h, port: {port}, timeoutSeconds: 30, startupDeadlineSeconds: 5}}\n"
+        ));
+        let (out, status) = create_once(&obj).await;
+        assert_eq!(
+            out,
+            Outcome::Changed {
+                action: "create".into()
+            }
+        );
+        assert_eq!(status.app_version.as_deref(), Some("t"));
+    }
+
+    #[tokio::test]
+    async fn gate_fails_an_app_that_never_answers() {
+        let port = hanging_app(usize::MAX).await;
+        let obj = container(&format!(
+            "image: reg/web:live\nhealth: {{path: /h, port: {port}, timeoutSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 30}}\n"
+        ));
+        let (out, _) = create_once(&obj).await;
+        assert!(
+            matches!(&out, Outcome::Failed { phase: Phase::Health, reason }
+                if reason.contains("2 unhealthy answers in a row") && reason.contains("no answer")),
+            "{out:?}"
+        );
+    }
+
+    fn schedule(interval: u32) -> (ProbeSchedule, Instant) {
+        let h = Health {
+            path: "/h".into(),
+            port: 1,
+            interval_seconds: interval,
+            timeout_seconds: 2,
+            failure_threshold: 3,
+            startup_deadline_seconds: 60,
+        };
+        let t0 = Instant::now();
+        (ProbeSchedule::new(&h, t0), t0)
+    }
+
+    const UNHEALTHY: ProbeResult = ProbeResult::Unhealthy {
+        status: 500,
+        excerpt: String::new(),
+    };
+
+    fn refused() -> ProbeResult {
+        ProbeResult::NotListening {
+            message: "refused".into(),
+        }
+    }
+
+    #[test]
+    fn schedule_overlaps_probes_until_the_app_answers() {
+        let (mut s, t0) = schedule(1);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(s.due(t0, 0));
+        s.launched(t0);
+        // 200 ms later another starts though the first still waits, up to the cap.
+        assert!(!s.due(ms(100), 1));
+        assert_eq!(s.next_launch(ms(100), 1), Some(ms(200)));
+        assert!(s.due(ms(200), 1));
+        assert_eq!(s.next_launch(ms(200), MAX_STARTUP_PROBES), None);
+        // Once the app answered: one at a time, one per interval.
+        s.launched(ms(200));
+        assert_eq!(s.record(ms(200), &UNHEALTHY), Tally::Counted(1));
+        assert_eq!(s.next_launch(ms(300), 1), None);
+        assert_eq!(s.next_launch(ms(300), 0), Some(ms(1200)));
+    }
+
+    #[test]
+    fn schedule_counts_one_failure_per_interval() {
+        let (mut s, t0) = schedule(1);
+        let ms = |n| t0 + Duration::from_millis(n);
+        // Timeouts of probes started every 200 ms: only those a full interval apart count.
+        let tallies: Vec<Tally> = (0..11)
+            .map(|i| s.record(ms(i * 200), &ProbeResult::Timeout))
+            .collect();
+        let counted: Vec<u32> = tallies
+            .iter()
+            .filter_map(|t| match t {
+                Tally::Counted(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(counted, [1, 2, 3]);
+        assert_eq!(tallies[5], Tally::Counted(2));
+        assert_eq!(tallies[10], Tally::Counted(3));
+    }
+
+    #[test]
+    fn schedule_not_listening_ends_a_run_but_stale_results_do_not() {
+        let (mut s, t0) = schedule(1);
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(s.record(ms(0), &ProbeResult::Timeout), Tally::Counted(1));
+        assert_eq!(s.record(ms(1000), &ProbeResult::Timeout), Tally::Counted(2));
+        // A probe started later found nothing listening: the run ends.
+        assert_eq!(s.record(ms(1400), &refused()), Tally::Uncounted);
+        // A timeout of a probe started before that is stale.
+        assert_eq!(s.record(ms(1200), &ProbeResult::Timeout), Tally::Uncounted);
+        // A not-listening of a probe started before the last counted failure does not end the run.
+        assert_eq!(s.record(ms(1600), &UNHEALTHY), Tally::Counted(1));
+        assert_eq!(s.record(ms(1500), &refused()), Tally::Uncounted);
+        assert_eq!(s.record(ms(2600), &UNHEALTHY), Tally::Counted(2));
+        assert_eq!(
+            s.record(ms(2800), &ProbeResult::Healthy { version: None }),
+            Tally::Healthy
         );
     }
 }

@@ -195,19 +195,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn silent_server_times_out() {
+    async fn silent_server_times_out_and_the_connection_is_closed() {
+        use tokio::io::AsyncReadExt;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = l.local_addr().expect("addr").port();
-        let keep = tokio::spawn(async move {
-            let conn = l.accept().await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            drop(conn);
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.expect("accept");
+            // Read the request, never answer, and see whether the prober hangs up.
+            let mut buf = [0u8; 1024];
+            let mut got = 0;
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+            }
         });
         let r = probe("127.0.0.1", port, "/", Duration::from_millis(300)).await;
         assert_eq!(r, ProbeResult::Timeout);
-        keep.abort();
+        // The health gate drops probes still in flight: their connections must close with them (hyper's
+        // connection task ends once its sender and response are dropped), not stay open.
+        let got = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the timed-out probe left its connection open")
+            .expect("server");
+        assert!(got > 0, "the request was sent");
     }
 
     #[tokio::test]

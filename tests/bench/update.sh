@@ -166,7 +166,7 @@ update outage, real OpenCode (probe every 50 ms on the served port)          doc
 (b)  bad update -> 401, preflight off: outage until old version serves (s)   $(printf '%6.2f' "$D_BAD")    $(printf '%6.2f' "$S_BAD")   $(ratio "$D_BAD" "$S_BAD")
 (c)  bad update, preflight on (outage, s)                                    $(printf '%6.2f' "$D_BAD_PF")         -
 reference: docker stop (init) $(printf '%.2f' "$REF_STOP") s + run to healthy $(printf '%.2f' "$REF_START") s = $(printf '%.2f' "$REF") s; dockop (a) / reference = $(ratio "$D_GOOD" "$REF")
-preflight of 1.18.34 took $(printf '%.2f' "${PF_SELF:-0}") s (dockop's own report) vs run to healthy $(printf '%.2f' "$REF_START") s: +$(python3 -c "print('%.2f' % (${PF_SELF:-0} - $REF_START))") s (target < +0.50 s)
+preflight of 1.18.34 took $(printf '%.2f' "${PF_SELF:-0}") s (dockop's own report) vs run to healthy $(printf '%.2f' "$REF_START") s: $(python3 -c "print('%+.2f' % (${PF_SELF:-0} - $REF_START))") s (target < +0.50 s)
 dockop apply wall time: good update with preflight $(printf '%.2f' "$(cat "$WORK/d_good.secs")") s, without $(printf '%.2f' "$(cat "$WORK/d_good_nopf.secs")") s: preflight adds $(printf '%.2f' "$PF_ADDS") s
 versions seen by the client: dockop (a) $(field d_good versions), (b) $(field d_bad versions); swarm (a) $(field s_good versions), (b) $(field s_bad versions)
 EOF

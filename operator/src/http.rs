@@ -602,8 +602,8 @@ mod tests {
         let (shared, rx) = Shared::new(store, Arc::new(FakeEngine::new()));
         {
             let mut objects = shared.objects.write().await;
-            objects.insert("web".into(), object("web", true));
-            objects.insert("plain".into(), object("plain", false));
+            objects.insert("web".into(), Arc::new(object("web", true)));
+            objects.insert("plain".into(), Arc::new(object("plain", false)));
         }
         let board = Board::new();
         board.set("web", running(healthy()));
@@ -1101,7 +1101,11 @@ mod tests {
         );
         let mut obj = object("mon", true);
         obj.spec = serde_saphyr::from_str(&yaml).expect("spec");
-        shared.objects.write().await.insert("mon".into(), obj);
+        shared
+            .objects
+            .write()
+            .await
+            .insert("mon".into(), Arc::new(obj));
         let board = Board::new();
         let mon = monitor::spawn(Arc::clone(&shared), Arc::clone(&board));
         let app = router(HttpState::new(Arc::clone(&shared), board, None, None));

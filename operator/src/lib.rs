@@ -10,6 +10,7 @@ pub mod execute;
 pub mod fault;
 pub mod health;
 pub mod http;
+pub mod memory;
 pub mod monitor;
 pub mod observe;
 pub mod plan;

@@ -489,7 +489,8 @@ struct Ctx {
 /// One object's task and the means to make it look now.
 #[derive(Debug)]
 struct Task {
-    obj: Container,
+    /// Shared with the task itself: one copy of the object per task.
+    obj: Arc<Container>,
     poke: Arc<Notify>,
     handle: JoinHandle<()>,
 }
@@ -551,15 +552,10 @@ async fn supervise(ctx: Arc<Ctx>) {
                 // A new or changed object: its container is probably new too.
                 next_list = next_list.min(soonest);
                 let poke = Arc::new(Notify::new());
-                let handle = tokio::spawn(watch(Arc::clone(&ctx), obj.clone(), Arc::clone(&poke)));
-                tasks.insert(
-                    name.clone(),
-                    Task {
-                        obj: obj.clone(),
-                        poke,
-                        handle,
-                    },
-                );
+                let obj = Arc::clone(obj);
+                let handle =
+                    tokio::spawn(watch(Arc::clone(&ctx), Arc::clone(&obj), Arc::clone(&poke)));
+                tasks.insert(name.clone(), Task { obj, poke, handle });
             }
         }
         for name in pokes {
@@ -634,7 +630,7 @@ async fn refresh(ctx: &Ctx, started: &mut HashMap<String, Started>) {
 /// container came, went or started/stopped running are returned: their task looks (and probes) now.
 fn publish(
     ctx: &Ctx,
-    objects: &BTreeMap<String, Container>,
+    objects: &BTreeMap<String, Arc<Container>>,
     began: Instant,
     period: Duration,
 ) -> Vec<String> {
@@ -729,7 +725,7 @@ fn look_without_probe(
 
 /// One object: probes at the interval while watched, at the idle period otherwise, and when poked (its
 /// container changed); refreshes memory while `/health` is watched.
-async fn watch(ctx: Arc<Ctx>, obj: Container, poke: Arc<Notify>) {
+async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
     let name = obj.metadata.name.as_str();
     let interval = interval_of(&obj.spec);
     let mut wakes = ctx.board.wakes();
@@ -773,10 +769,15 @@ async fn watch(ctx: Arc<Ctx>, obj: Container, poke: Arc<Notify>) {
             let bytes = ctx.engine.memory_usage(&id).await.ok()?;
             Some((id, bytes))
         };
-        let ((), memory) = tokio::join!(
-            look(&ctx, &obj, view, began, period, &mut healthy_once),
-            memory
-        );
+        // Boxed: the look (an HTTP exchange) is most of this future's size, and 200 idle tasks would
+        // each hold room for it between looks.
+        let ((), memory) = Box::pin(async {
+            tokio::join!(
+                look(&ctx, &obj, view, began, period, &mut healthy_once),
+                memory
+            )
+        })
+        .await;
         if let Some((id, bytes)) = memory {
             ctx.board.update(name, |s| {
                 if s.container_id.as_deref() == Some(id.as_str()) {
@@ -986,9 +987,9 @@ mod tests {
         {
             let mut objects = shared.objects.write().await;
             for n in names {
-                objects.insert(n.into(), object(n, Some(port)));
+                objects.insert(n.into(), Arc::new(object(n, Some(port))));
             }
-            objects.insert("plain".into(), object("plain", None));
+            objects.insert("plain".into(), Arc::new(object("plain", None)));
         }
         let board = Board::with_window(Duration::from_millis(600));
         let tuning = Tuning {

@@ -185,7 +185,7 @@ pub struct Controller {
     worker: Arc<Worker>,
     queue: WorkQueue,
     /// Desired objects in force.
-    desired: BTreeMap<String, Container>,
+    desired: BTreeMap<String, Arc<Container>>,
     /// Objects held at their last valid version: name -> errors.
     invalid: BTreeMap<String, String>,
     /// Revision in force.
@@ -255,15 +255,23 @@ impl Controller {
             let deadline = self.queue.next_deadline();
             tokio::select! {
                 () = &mut shutdown => break,
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
-                    Ok((name, result)) => self.finished(&name, result),
-                    Err(e) => tracing::error!(error = %e, "reconcile task failed"),
-                },
+                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    match done {
+                        Ok((name, result)) => self.finished(&name, result),
+                        Err(e) => tracing::error!(error = %e, "reconcile task failed"),
+                    }
+                    if self.tasks.is_empty() {
+                        // A burst of reconciles is over: hand its freed heap back (crate::memory).
+                        crate::memory::release_free_memory();
+                    }
+                }
                 Some(state) = source.recv() => self.apply_source(state).await,
                 Some(signal) = engine.recv() => self.engine_signal(signal),
                 Some(t) = triggers.recv() => self.trigger(t),
                 () = sleep_until(resync_at) => {
+                    self.worker.snapshots().release_expired();
                     self.resync("periodic");
+                    crate::memory::release_free_memory();
                     resync_at = Instant::now() + jitter(self.cfg.resync, 0.1);
                 }
                 () = sleep_until(deadline.unwrap_or_else(|| Instant::now() + far)), if deadline.is_some() => {}
@@ -330,7 +338,7 @@ impl Controller {
     fn job_for(&self, name: &str) -> Option<Job> {
         if let Some(o) = self.desired.get(name) {
             return Some(Job::Reconcile {
-                object: Box::new(o.clone()),
+                object: Arc::clone(o),
                 revision: self.revision.clone(),
                 invalid: self.invalid.get(name).cloned(),
             });
@@ -429,7 +437,7 @@ impl Controller {
         let revision_changed =
             self.revision.as_deref() != Some(state.revision.as_str()) && !state.revision.is_empty();
         for (name, o) in &new {
-            let changed = self.desired.get(name) != Some(o)
+            let changed = self.desired.get(name).map(|d| &**d) != Some(o)
                 || self.invalid.get(name) != state.invalid.get(name);
             if changed {
                 // The source debounced its own events already.
@@ -478,7 +486,18 @@ impl Controller {
             self.revision = Some(state.revision.clone());
         }
         self.invalid = state.invalid;
-        self.desired = new;
+        // Unchanged objects keep their Arc, which the monitor's tasks share.
+        let mut old = std::mem::take(&mut self.desired);
+        self.desired = new
+            .into_iter()
+            .map(|(name, o)| {
+                let shared = match old.remove(&name) {
+                    Some(d) if *d == o => d,
+                    _ => Arc::new(o),
+                };
+                (name, shared)
+            })
+            .collect();
         *self.shared.objects.write().await = self.desired.clone();
         *self.shared.revision.write().await = self.revision.clone();
     }

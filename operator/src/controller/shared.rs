@@ -27,8 +27,9 @@ pub struct Shared {
     pub store: Store,
     /// The engine.
     pub engine: Arc<dyn Engine>,
-    /// Desired objects currently in force, by name.
-    pub objects: RwLock<BTreeMap<String, Container>>,
+    /// Desired objects currently in force, by name (shared with the controller and the monitor's tasks:
+    /// one copy of each object).
+    pub objects: RwLock<BTreeMap<String, Arc<Container>>>,
     /// Revision of the source in force (git commit SHA, or a content hash for files).
     pub revision: RwLock<Option<String>>,
     /// Set once every object has been reconciled once.

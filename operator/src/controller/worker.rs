@@ -28,7 +28,7 @@ pub enum Job {
     /// Reconcile it towards `object`.
     Reconcile {
         /// The desired object.
-        object: Box<Container>,
+        object: Arc<Container>,
         /// Source revision.
         revision: Option<String>,
         /// The errors of its input, when it is held at its last valid version.
@@ -122,6 +122,18 @@ impl Snapshots {
             all: all.clone(),
         });
         Ok(all)
+    }
+
+    /// Drops the cached list (every managed container's inspect data) once it is too old to be used
+    /// again, unless a job holds the cache right now.
+    pub fn release_expired(&self) {
+        if let Ok(mut cell) = self.cell.try_lock()
+            && cell
+                .as_ref()
+                .is_some_and(|s| s.at.elapsed() >= self.max_age)
+        {
+            *cell = None;
+        }
     }
 
     /// Forgets the snapshot (after an engine reconnect).

@@ -429,15 +429,23 @@ impl Controller {
     /// A new state from the source.
     async fn apply_source(&mut self, state: DesiredState) {
         let now = Instant::now();
-        let new: BTreeMap<String, Container> = state
+        // Unchanged objects keep their Arc, which the monitor's tasks share: below, the same Arc means
+        // the same object.
+        let new: BTreeMap<String, Arc<Container>> = state
             .objects
             .into_iter()
-            .map(|o| (o.metadata.name.clone(), o))
+            .map(|o| {
+                let shared = match self.desired.get(&o.metadata.name) {
+                    Some(d) if **d == o => Arc::clone(d),
+                    _ => Arc::new(o),
+                };
+                (shared.metadata.name.clone(), shared)
+            })
             .collect();
         let revision_changed =
             self.revision.as_deref() != Some(state.revision.as_str()) && !state.revision.is_empty();
         for (name, o) in &new {
-            let changed = self.desired.get(name).map(|d| &**d) != Some(o)
+            let changed = !self.desired.get(name).is_some_and(|d| Arc::ptr_eq(d, o))
                 || self.invalid.get(name) != state.invalid.get(name);
             if changed {
                 // The source debounced its own events already.
@@ -486,18 +494,7 @@ impl Controller {
             self.revision = Some(state.revision.clone());
         }
         self.invalid = state.invalid;
-        // Unchanged objects keep their Arc, which the monitor's tasks share.
-        let mut old = std::mem::take(&mut self.desired);
-        self.desired = new
-            .into_iter()
-            .map(|(name, o)| {
-                let shared = match old.remove(&name) {
-                    Some(d) if *d == o => d,
-                    _ => Arc::new(o),
-                };
-                (name, shared)
-            })
-            .collect();
+        self.desired = new;
         *self.shared.objects.write().await = self.desired.clone();
         *self.shared.revision.write().await = self.revision.clone();
     }

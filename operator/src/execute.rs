@@ -716,28 +716,26 @@ impl<'a> Executor<'a> {
     /// Probes container `id` until healthy, the startup deadline, `failureThreshold` counted failures
     /// (see [`ProbeSchedule`]), or the container exiting.
     async fn gate(&mut self, id: &str) -> Result<(), Verdict> {
-        let health = self.desired.spec.health.clone();
-        let deadline = Duration::from_secs(u64::from(
-            health.as_ref().map_or(60, |h| h.startup_deadline_seconds),
-        ));
         let started = Instant::now();
-        let Some(h) = health else {
+        let Some(h) = self.desired.spec.health.clone() else {
             return self.settle(id, started).await;
         };
+        let deadline = started + Duration::from_secs(u64::from(h.startup_deadline_seconds));
         let mut schedule = ProbeSchedule::new(&h, started);
         let mut in_flight = FuturesUnordered::new();
         let mut last: Option<ProbeResult> = None;
         loop {
-            let info = self.running(id).await?;
-            let now = Instant::now();
-            if schedule.due(now, in_flight.len()) {
+            if schedule.due(Instant::now(), in_flight.len()) {
+                // One look at the container per probe: an exit fails the gate at once.
+                let info = self.running(id).await?;
+                let now = Instant::now();
                 schedule.launched(now);
-                let (desired, info, h) = (self.desired, info.clone(), h.clone());
-                in_flight.push(async move { (now, probe_object(desired, &info, &h).await) });
+                let (desired, h) = (self.desired, &h);
+                in_flight.push(async move { (now, probe_object(desired, &info, h).await) });
             }
             let wake = schedule
-                .next_launch(now, in_flight.len())
-                .map_or(started + deadline, |t| t.min(started + deadline));
+                .next_launch(Instant::now(), in_flight.len())
+                .map_or(deadline, |t| t.min(deadline));
             let done = tokio::select! {
                 Some(done) = in_flight.next() => Some(done),
                 () = tokio::time::sleep_until(wake.into()) => None,
@@ -768,13 +766,13 @@ impl<'a> Executor<'a> {
                 }
                 last = Some(result);
             }
-            if started.elapsed() >= deadline {
+            if Instant::now() >= deadline {
                 let last = last.map_or_else(|| "none finished".to_owned(), |r| r.describe());
                 return Err(Verdict {
                     app: true,
                     message: format!(
                         "not healthy within startupDeadlineSeconds={} (last probe: {last})",
-                        deadline.as_secs()
+                        h.startup_deadline_seconds
                     ),
                 });
             }

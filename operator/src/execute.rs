@@ -998,15 +998,25 @@ mod tests {
 
     /// A tiny app whose health answer the test controls.
     async fn app(status: Arc<AtomicU16>) -> u16 {
+        app_holding(status, 0).await
+    }
+
+    /// [`app`], except that the first `hang` connections are held open and never answered.
+    async fn app_holding(status: Arc<AtomicU16>, hang: usize) -> u16 {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let port = l.local_addr().expect("addr").port();
         tokio::spawn(async move {
+            let mut held = Vec::new();
             loop {
                 let Ok((mut s, _)) = l.accept().await else {
                     return;
                 };
+                if held.len() < hang {
+                    held.push(s);
+                    continue;
+                }
                 let code = status.load(Ordering::SeqCst);
                 tokio::spawn(async move {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1092,6 +1102,21 @@ mod tests {
             ]
         );
         (engine, obj, status)
+    }
+
+    /// `web` running D1, then an update to D2 in which the engine's `op` call fails with `error`: the
+    /// engine, the object, its status, the ID of the container that ran D1, and the outcome.
+    async fn update_failing_at(
+        op: Op,
+        error: EngineError,
+    ) -> (FakeEngine, Container, ObjectStatus, String, Outcome) {
+        let port = app(Arc::new(AtomicU16::new(200))).await;
+        let (engine, obj, mut status) = running_d1(port, false).await;
+        let id = engine.by_name("web").expect("web").id;
+        engine.push("reg/web:live", D2);
+        engine.fail_next(op, error);
+        let out = reconcile_once(&engine, &obj, &mut status).await;
+        (engine, obj, status, id, out)
     }
 
     #[tokio::test]
@@ -1208,18 +1233,14 @@ mod tests {
 
     #[tokio::test]
     async fn pull_failure_touches_nothing_and_is_not_remembered() {
-        let health = Arc::new(AtomicU16::new(200));
-        let port = app(health).await;
-        let (engine, obj, mut status) = running_d1(port, false).await;
-        engine.push("reg/web:live", D2);
-        engine.fail_next(
+        let (engine, obj, mut status, _, out) = update_failing_at(
             Op::Pull,
             EngineError::Unreachable {
                 op: Op::Pull,
                 message: "registry down".into(),
             },
-        );
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        )
+        .await;
         assert!(
             matches!(
                 &out,
@@ -1243,19 +1264,14 @@ mod tests {
 
     #[tokio::test]
     async fn create_failure_touches_nothing() {
-        let health = Arc::new(AtomicU16::new(200));
-        let port = app(health).await;
-        let (engine, obj, mut status) = running_d1(port, false).await;
-        let id = engine.by_name("web").expect("web").id;
-        engine.push("reg/web:live", D2);
-        engine.fail_next(
+        let (engine, _, status, id, out) = update_failing_at(
             Op::Create,
             EngineError::Other {
                 op: Op::Create,
                 message: "no space left on device".into(),
             },
-        );
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        )
+        .await;
         assert!(
             matches!(
                 &out,
@@ -1285,19 +1301,14 @@ mod tests {
 
     #[tokio::test]
     async fn start_failure_restarts_the_old_container_without_blacklisting() {
-        let health = Arc::new(AtomicU16::new(200));
-        let port = app(health).await;
-        let (engine, obj, mut status) = running_d1(port, false).await;
-        let id = engine.by_name("web").expect("web").id;
-        engine.push("reg/web:live", D2);
-        engine.fail_next(
+        let (engine, _, status, id, out) = update_failing_at(
             Op::Start,
             EngineError::Other {
                 op: Op::Start,
                 message: "port is already allocated".into(),
             },
-        );
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        )
+        .await;
         assert!(
             matches!(
                 &out,
@@ -1350,36 +1361,9 @@ mod tests {
         );
     }
 
-    /// Accepts connections; holds the first `hang` open without an answer, answers the rest healthy.
+    /// An app that holds its first `hang` connections without an answer and answers the rest healthy.
     async fn hanging_app(hang: usize) -> u16 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    return;
-                };
-                if held.len() < hang {
-                    held.push(s);
-                    continue;
-                }
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let body = r#"{"healthy":true,"version":"t"}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        port
+        app_holding(Arc::new(AtomicU16::new(200)), hang).await
     }
 
     /// Creates `obj` on an empty fake engine.

@@ -517,6 +517,35 @@ impl TestEnv {
         format!("{}-{suffix}", self.id)
     }
 
+    /// A Container spec `name` for the busybox web images, published on 127.0.0.1:`host_port`, health
+    /// checked every second, no preflight (for tests of the loop rather than of the update).
+    pub fn web_spec(&self, name: &str, image: &str, host_port: u16) -> String {
+        format!(
+            "apiVersion: dockop.dev/v1alpha1
+kind: Container
+metadata:
+  name: {name}
+  labels: {labels}
+spec:
+  image: {image}
+  ports:
+    - {{containerPort: {WEB_PORT}, hostPort: {host_port}, hostIP: 127.0.0.1}}
+  health:
+    path: {HEALTH_PATH}
+    port: {WEB_PORT}
+    intervalSeconds: 1
+    startupDeadlineSeconds: 20
+  update:
+    preflight: false
+  init: true
+  stopTimeoutSeconds: 2
+",
+            labels = self.labels_yaml(),
+            WEB_PORT = images::WEB_PORT,
+            HEALTH_PATH = images::HEALTH_PATH,
+        )
+    }
+
     /// `{dockop-e2e: <id>}`, for `metadata.labels` in specs.
     pub fn labels_yaml(&self) -> String {
         format!("{{{LABEL}: {}}}", self.id)
@@ -874,15 +903,20 @@ pub fn served_version(port: u16) -> Option<String> {
 /// `(status, reason, message)` of condition `kind` in a `dockop status -o json` document.
 #[track_caller]
 pub fn condition(status: &serde_json::Value, kind: &str) -> (bool, String, String) {
+    try_condition(status, kind).unwrap_or_else(|| panic!("no {kind} condition in {status:#}"))
+}
+
+/// [`condition`], or `None` when the document has no such condition (yet).
+pub fn try_condition(status: &serde_json::Value, kind: &str) -> Option<(bool, String, String)> {
     let c = status["conditions"]
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["type"] == kind))
-        .unwrap_or_else(|| panic!("no {kind} condition in {status:#}"));
-    (
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?;
+    Some((
         c["status"].as_bool().unwrap_or(false),
         c["reason"].as_str().unwrap_or_default().to_owned(),
         c["message"].as_str().unwrap_or_default().to_owned(),
-    )
+    ))
 }
 
 impl TestEnv {

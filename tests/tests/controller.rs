@@ -11,51 +11,12 @@ use std::time::{Duration, Instant};
 use dockop_e2e::images::*;
 use dockop_e2e::*;
 
-/// A Container spec for the busybox web images (no preflight: these tests are about the loop).
-fn web_spec(env: &TestEnv, name: &str, image: &str, host_port: u16) -> String {
-    format!(
-        "apiVersion: dockop.dev/v1alpha1
-kind: Container
-metadata:
-  name: {name}
-  labels: {labels}
-spec:
-  image: {image}
-  ports:
-    - {{containerPort: {WEB_PORT}, hostPort: {host_port}, hostIP: 127.0.0.1}}
-  health:
-    path: {HEALTH_PATH}
-    port: {WEB_PORT}
-    intervalSeconds: 1
-    startupDeadlineSeconds: 20
-  update:
-    preflight: false
-  init: true
-  stopTimeoutSeconds: 2
-",
-        labels = env.labels_yaml()
-    )
-}
-
 /// `dockop run ARGS... --listen 127.0.0.1:<free port>`, stopped on drop.
 fn run(env: &TestEnv, args: &[&str]) -> Running {
     let listen = format!("127.0.0.1:{}", env.free_port());
     let mut all: Vec<&str> = vec!["-v", "run", "--listen", &listen];
     all.extend_from_slice(args);
     env.dockop().spawn(all, env.dir())
-}
-
-fn served_version(port: u16) -> Option<String> {
-    let (code, body) = http_get(
-        &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    if code != 200 {
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-    v.get("version").and_then(|v| v.as_str()).map(str::to_owned)
 }
 
 #[track_caller]
@@ -77,24 +38,11 @@ fn status_json(env: &TestEnv, name: &str) -> Option<serde_json::Value> {
     serde_json::from_str(&out.stdout).ok()
 }
 
-/// (status, reason, message) of a condition.
-fn condition(status: &serde_json::Value, kind: &str) -> Option<(bool, String, String)> {
-    let c = status["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)?;
-    Some((
-        c["status"].as_bool().unwrap_or(false),
-        c["reason"].as_str().unwrap_or_default().to_owned(),
-        c["message"].as_str().unwrap_or_default().to_owned(),
-    ))
-}
-
 #[track_caller]
 fn wait_degraded(env: &TestEnv, d: &Running, name: &str, reason: &str) -> String {
     let mut message = String::new();
     let ok = wait_until(Duration::from_secs(30), || {
-        match status_json(env, name).and_then(|s| condition(&s, "Degraded")) {
+        match status_json(env, name).and_then(|s| try_condition(&s, "Degraded")) {
             Some((true, r, m)) if r == reason => {
                 message = m;
                 true
@@ -130,16 +78,16 @@ fn file_edits_converge_and_invalid_edits_keep_the_old_container() {
     let env = TestEnv::new("ctl-file-edit");
     let name = env.name("web");
     let port = env.free_port();
-    let file = env.write("spec/web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let file = env.write("spec/web.yaml", &env.web_spec(&name, WEB_V1, port));
     let d = run(&env, &["-f", file.to_str().expect("utf8")]);
     wait_version(&d, port, "1", Duration::from_secs(60));
 
     // In-place edit.
-    std::fs::write(&file, web_spec(&env, &name, WEB_V2, port)).expect("edit");
+    std::fs::write(&file, env.web_spec(&name, WEB_V2, port)).expect("edit");
     wait_version(&d, port, "2", Duration::from_secs(30));
 
     // Vim-style save: temp file renamed over the original.
-    rename_save(&file, &web_spec(&env, &name, WEB_V3, port));
+    rename_save(&file, &env.web_spec(&name, WEB_V3, port));
     wait_version(&d, port, "3", Duration::from_secs(30));
     let revision = status_json(&env, &name).expect("status")["revision"].clone();
     assert!(
@@ -149,7 +97,9 @@ fn file_edits_converge_and_invalid_edits_keep_the_old_container() {
 
     // Invalid edit: the old container keeps serving, status says SpecInvalid with file:line:col.
     let id_before = container_id(&name).expect("running");
-    let broken = web_spec(&env, &name, WEB_V1, port).replace("  image:", "  imagee:");
+    let broken = env
+        .web_spec(&name, WEB_V1, port)
+        .replace("  image:", "  imagee:");
     std::fs::write(&file, broken).expect("break");
     let message = wait_degraded(&env, &d, &name, "SpecInvalid");
     assert!(message.contains("web.yaml:"), "file:line:col in {message}");
@@ -166,11 +116,11 @@ fn file_edits_converge_and_invalid_edits_keep_the_old_container() {
     );
 
     // Fixed again: converges and the condition clears.
-    std::fs::write(&file, web_spec(&env, &name, WEB_V2, port)).expect("fix");
+    std::fs::write(&file, env.web_spec(&name, WEB_V2, port)).expect("fix");
     wait_version(&d, port, "2", Duration::from_secs(30));
     let cleared = wait_until(Duration::from_secs(20), || {
         status_json(&env, &name)
-            .and_then(|s| condition(&s, "Degraded"))
+            .and_then(|s| try_condition(&s, "Degraded"))
             .is_some_and(|(on, _, _)| !on)
     });
     assert!(cleared, "Degraded cleared: {:#?}", status_json(&env, &name));
@@ -183,11 +133,11 @@ fn directory_with_two_files_and_three_objects_then_orphan() {
     let (pa, pb, pc) = (env.free_port(), env.free_port(), env.free_port());
     let one = format!(
         "{}---\n{}",
-        web_spec(&env, &a, WEB_V1, pa),
-        web_spec(&env, &b, WEB_V2, pb)
+        env.web_spec(&a, WEB_V1, pa),
+        env.web_spec(&b, WEB_V2, pb)
     );
     env.write("spec/one.yaml", &one);
-    env.write("spec/two.yml", &web_spec(&env, &c, WEB_V3, pc));
+    env.write("spec/two.yml", &env.web_spec(&c, WEB_V3, pc));
     env.write("spec/notes.txt", "not a spec");
     let dir = env.dir().join("spec");
     let d = run(&env, &["-f", dir.to_str().expect("utf8")]);
@@ -196,7 +146,7 @@ fn directory_with_two_files_and_three_objects_then_orphan() {
     wait_version(&d, pc, "3", Duration::from_secs(30));
 
     // Remove `b` from the files: left running, reported Orphaned.
-    env.write("spec/one.yaml", &web_spec(&env, &a, WEB_V1, pa));
+    env.write("spec/one.yaml", &env.web_spec(&a, WEB_V1, pa));
     let message = wait_degraded(&env, &d, &b, "Orphaned");
     assert!(message.contains("--prune"), "{message}");
     assert_eq!(
@@ -212,11 +162,11 @@ fn prune_removes_containers_and_status_but_not_volumes() {
     let (keep, gone) = (env.name("keep"), env.name("gone"));
     let (pk, pg) = (env.free_port(), env.free_port());
     let vol = format!("{gone}-data");
-    let gone_spec = web_spec(&env, &gone, WEB_V1, pg).replace(
+    let gone_spec = env.web_spec(&gone, WEB_V1, pg).replace(
         "  init: true\n",
         &format!("  volumes:\n    - {{name: {vol}, mountPath: /data}}\n  init: true\n"),
     );
-    env.write("spec/keep.yaml", &web_spec(&env, &keep, WEB_V1, pk));
+    env.write("spec/keep.yaml", &env.web_spec(&keep, WEB_V1, pk));
     let gone_file = env.write("spec/gone.yaml", &gone_spec);
     let dir = env.dir().join("spec");
     let d = run(&env, &["-f", dir.to_str().expect("utf8"), "--prune"]);
@@ -277,7 +227,7 @@ fn git_commits_apply_with_their_sha_and_bad_commits_are_rejected() {
     let c1 = commit(
         &work,
         "deploy/web.yaml",
-        &web_spec(&env, &name, WEB_V1, port),
+        &env.web_spec(&name, WEB_V1, port),
         "v1",
     );
     let url = format!("file://{}", bare.display());
@@ -308,7 +258,7 @@ fn git_commits_apply_with_their_sha_and_bad_commits_are_rejected() {
     let c2 = commit(
         &work,
         "deploy/web.yaml",
-        &web_spec(&env, &name, WEB_V2, port),
+        &env.web_spec(&name, WEB_V2, port),
         "v2",
     );
     wait_version(&d, port, "2", Duration::from_secs(30));
@@ -323,7 +273,7 @@ fn git_commits_apply_with_their_sha_and_bad_commits_are_rejected() {
     commit(
         &work,
         "deploy/web.yaml",
-        &web_spec(&env, &name, WEB_V3, port),
+        &env.web_spec(&name, WEB_V3, port),
         "v3",
     );
     let bad = commit(
@@ -350,7 +300,7 @@ fn docker_rm_is_recreated_within_two_seconds() {
     let env = TestEnv::new("ctl-events");
     let name = env.name("web");
     let port = env.free_port();
-    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let file = env.write("web.yaml", &env.web_spec(&name, WEB_V1, port));
     let d = run(&env, &["-f", file.to_str().expect("utf8")]);
     wait_version(&d, port, "1", Duration::from_secs(60));
     // Let the first reconcile's own events settle.
@@ -373,7 +323,7 @@ fn second_run_on_the_same_state_dir_is_refused() {
     let env = TestEnv::new("ctl-lock");
     let name = env.name("web");
     let port = env.free_port();
-    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let file = env.write("web.yaml", &env.web_spec(&name, WEB_V1, port));
     let f = file.to_str().expect("utf8");
     let d = run(&env, &["-f", f]);
     wait_version(&d, port, "1", Duration::from_secs(60));
@@ -392,11 +342,11 @@ fn sigterm_exits_promptly_and_cleanly() {
     let env = TestEnv::new("ctl-term");
     let name = env.name("web");
     let port = env.free_port();
-    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let file = env.write("web.yaml", &env.web_spec(&name, WEB_V1, port));
     let mut d = run(&env, &["-f", file.to_str().expect("utf8")]);
     wait_version(&d, port, "1", Duration::from_secs(60));
     // SIGTERM in the middle of an update: it finishes or is abandoned within stopTimeout + 5 s.
-    std::fs::write(&file, web_spec(&env, &name, WEB_SLOW, port)).expect("edit");
+    std::fs::write(&file, env.web_spec(&name, WEB_SLOW, port)).expect("edit");
     std::thread::sleep(Duration::from_millis(800));
     let t0 = Instant::now();
     let code = d.stop(Duration::from_secs(10));

@@ -12,31 +12,6 @@ use std::time::{Duration, Instant};
 use dockop_e2e::images::*;
 use dockop_e2e::*;
 
-fn web_spec(env: &TestEnv, name: &str, image: &str, host_port: u16) -> String {
-    format!(
-        "apiVersion: dockop.dev/v1alpha1
-kind: Container
-metadata:
-  name: {name}
-  labels: {labels}
-spec:
-  image: {image}
-  ports:
-    - {{containerPort: {WEB_PORT}, hostPort: {host_port}, hostIP: 127.0.0.1}}
-  health:
-    path: {HEALTH_PATH}
-    port: {WEB_PORT}
-    intervalSeconds: 1
-    startupDeadlineSeconds: 20
-  update:
-    preflight: false
-  init: true
-  stopTimeoutSeconds: 2
-",
-        labels = env.labels_yaml()
-    )
-}
-
 fn served(port: u16) -> bool {
     http_get(
         &format!("http://127.0.0.1:{port}{HEALTH_PATH}"),
@@ -51,7 +26,7 @@ fn reconnects_after_dockerd_restart_and_converges() {
     let env = TestEnv::new("ctl-engine-restart");
     let name = env.name("web");
     let port = env.free_port();
-    let file = env.write("web.yaml", &web_spec(&env, &name, WEB_V1, port));
+    let file = env.write("web.yaml", &env.web_spec(&name, WEB_V1, port));
     let listen = format!("127.0.0.1:{}", env.free_port());
     let d = env.dockop().spawn(
         [

@@ -387,7 +387,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         );
         return ExitCode::FAILURE;
     };
-    let desired = match crate::desired::DesiredContainer::build(&obj) {
+    let desired = match crate::desired::DesiredContainer::load(&obj).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1,6 +1,7 @@
 //! Spec -> [`DesiredContainer`]: everything a container should be, with `valueFrom.file` env values read
-//! (at every reconcile, so rotating a file recreates the container) and the spec hash computed. The only I/O
-//! before planning.
+//! (at every reconcile, so rotating a file recreates the container), the health probe's credentials read
+//! (so an unreadable file stops the reconcile before the engine is touched) and the spec hash computed.
+//! The only I/O before planning; [`DesiredContainer::load`] does it on a blocking thread.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,8 +12,10 @@ use crate::engine::{
     CreateRequest, LABEL_DIGEST, LABEL_GENERATION, LABEL_IMAGE, LABEL_NAME, LABEL_ROLE,
     LABEL_SPEC_HASH, MountSpec, PortBinding,
 };
+use crate::health::{AuthError, ProbeAuth};
 use crate::spec::hash::spec_hash;
 use crate::spec::{Container, ContainerSpec};
+use crate::valuefile::{self, ValueFileError};
 
 /// What the container should be, minus the image digest (resolved later).
 #[derive(Debug, Clone, PartialEq)]
@@ -27,15 +30,17 @@ pub struct DesiredContainer {
     pub spec_hash: String,
     /// Image repository without tag or digest (`127.0.0.1:5000/web`).
     pub repository: String,
+    /// Credentials the health probes send (read from their files at this reconcile; never hashed).
+    pub probe_auth: ProbeAuth,
     /// The create request, image and labels still to fill in ([`DesiredContainer::request`]).
     template: CreateRequest,
 }
 
 /// Why the desired state could not be built.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DesiredError {
     /// An env file could not be read.
-    #[error("spec.env[{index}] ({var}): cannot read valueFrom.file {file}: {message}")]
+    #[error("spec.env[{index}] ({var}): cannot read valueFrom.file {file}: {source}")]
     EnvFile {
         /// Index in `env`.
         index: usize,
@@ -43,9 +48,16 @@ pub enum DesiredError {
         var: String,
         /// File.
         file: PathBuf,
-        /// Detail.
-        message: String,
+        /// Why.
+        #[source]
+        source: ValueFileError,
     },
+    /// The health probe's credentials could not be read.
+    #[error("{0}")]
+    ProbeAuth(#[from] AuthError),
+    /// Reading the files took too long (a hung file system).
+    #[error("reading the spec's value files: {0}")]
+    Blocked(#[source] ValueFileError),
 }
 
 /// The part of the spec that shapes the container, hashed for `dockop.dev/spec-hash`.
@@ -75,25 +87,32 @@ pub fn repository_of(image: &str) -> &str {
 }
 
 impl DesiredContainer {
-    /// Builds the desired container for `obj`, reading env files.
+    /// [`DesiredContainer::build`] on a blocking thread, given up after [`valuefile::READ_LIMIT`].
+    pub async fn load(obj: &Container) -> Result<Self, DesiredError> {
+        let obj = obj.clone();
+        valuefile::in_blocking(move || Self::build(&obj))
+            .await
+            .map_err(DesiredError::Blocked)?
+    }
+
+    /// Builds the desired container for `obj`, reading env and credential files (blocking).
     pub fn build(obj: &Container) -> Result<Self, DesiredError> {
         let spec = &obj.spec;
+        let probe_auth = match &spec.health {
+            Some(h) => ProbeAuth::load(h)?,
+            None => ProbeAuth::default(),
+        };
         let mut env = Vec::with_capacity(spec.env.len());
         for (index, e) in spec.env.iter().enumerate() {
             let value = match (&e.value, &e.value_from) {
                 (_, Some(from)) => {
                     let file = PathBuf::from(&from.file);
-                    let text =
-                        std::fs::read_to_string(&file).map_err(|err| DesiredError::EnvFile {
-                            index,
-                            var: e.name.clone(),
-                            file: file.clone(),
-                            message: err.to_string(),
-                        })?;
-                    text.strip_suffix('\n')
-                        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-                        .unwrap_or(&text)
-                        .to_owned()
+                    valuefile::read(&file).map_err(|source| DesiredError::EnvFile {
+                        index,
+                        var: e.name.clone(),
+                        file: file.clone(),
+                        source,
+                    })?
                 }
                 (Some(v), None) => v.clone(),
                 (None, None) => String::new(),
@@ -171,6 +190,7 @@ impl DesiredContainer {
             user_labels: obj.metadata.labels.clone(),
             spec_hash: hash,
             repository: repository_of(&spec.image).to_owned(),
+            probe_auth,
             template,
         })
     }

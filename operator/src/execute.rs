@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::desired::DesiredContainer;
 use crate::engine::{ContainerInfo, Engine, EngineError, RunState, auth};
-use crate::health::{ProbeResult, probe};
+use crate::health::{ProbeResult, probe, probe_address};
 use crate::observe::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX};
 use crate::plan::{Action, Plan, Step, short};
 use crate::spec::{Health, RollbackPolicy};
@@ -921,7 +921,7 @@ impl ProbeSchedule {
                 }
                 return Tally::Uncounted;
             }
-            ProbeResult::Unhealthy { .. } => self.answered = true,
+            ProbeResult::Unhealthy { .. } | ProbeResult::Denied { .. } => self.answered = true,
             ProbeResult::Timeout => {}
         }
         let too_soon = self
@@ -947,37 +947,19 @@ fn action_word(a: &Action) -> &'static str {
     }
 }
 
-/// Probes the health path of container `info`: on its bridge IP and container port, else on the published
-/// port.
+/// Probes the health path of container `info` with the object's credentials: on its bridge IP and
+/// container port, else on the published port ([`probe_address`]).
 pub async fn probe_object(
     desired: &DesiredContainer,
     info: &ContainerInfo,
     h: &Health,
 ) -> ProbeResult {
     let timeout = Duration::from_secs(u64::from(h.timeout_seconds));
-    match &info.ip_address {
-        Some(ip) => probe(ip, h.port, &h.path, timeout).await,
-        None => {
-            // No bridge IP (e.g. network mode host): probe the published port.
-            let published = desired
-                .spec
-                .ports
-                .iter()
-                .find(|p| p.container_port == h.port);
-            match published {
-                Some(p) => {
-                    let host = if p.host_ip == "0.0.0.0" {
-                        "127.0.0.1"
-                    } else {
-                        p.host_ip.as_str()
-                    };
-                    probe(host, p.effective_host_port(), &h.path, timeout).await
-                }
-                None => ProbeResult::NotListening {
-                    message: "the container has no IP address".into(),
-                },
-            }
-        }
+    match probe_address(info.ip_address.as_deref(), &desired.spec.ports, h.port) {
+        Some((host, port)) => probe(&host, port, &h.path, timeout, &desired.probe_auth).await,
+        None => ProbeResult::NotListening {
+            message: "the container has no IP address and the health port is not published".into(),
+        },
     }
 }
 
@@ -1415,6 +1397,8 @@ mod tests {
             timeout_seconds: 2,
             failure_threshold: 3,
             startup_deadline_seconds: 60,
+            basic_auth: None,
+            http_headers: Vec::new(),
         };
         let t0 = Instant::now();
         (ProbeSchedule::new(&h, t0), t0)

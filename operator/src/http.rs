@@ -16,7 +16,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
@@ -32,6 +32,7 @@ use sha2::Sha256;
 
 use crate::controller::shared::{Shared, Trigger};
 use crate::monitor::{self, Board, ObjectHealth, Watcher, evaluate};
+use crate::spec::Container;
 use crate::telemetry::{OPENMETRICS_CONTENT_TYPE, metrics};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -360,13 +361,10 @@ fn code_for(healthy: bool) -> StatusCode {
 /// Answers from the monitor's board at once (never probes); marks `/health` as watched, which wakes an
 /// idle monitor: see [`crate::monitor`].
 async fn health_all(State(st): State<HttpState>) -> Response {
-    st.board.requested(Watcher::Health);
+    let in_force = st.shared.objects.read().await.clone();
+    await_fresh_looks(&st, in_force.values().map(|o| o.as_ref())).await;
     let (now, wall) = (Instant::now(), Utc::now());
-    let objects: BTreeMap<String, ObjectHealth> = st
-        .shared
-        .objects
-        .read()
-        .await
+    let objects: BTreeMap<String, ObjectHealth> = in_force
         .iter()
         .map(|(name, obj)| {
             (
@@ -383,21 +381,41 @@ async fn health_all(State(st): State<HttpState>) -> Response {
 
 /// As [`health_all`], for one object.
 async fn health_one(State(st): State<HttpState>, UrlPath(name): UrlPath<String>) -> Response {
-    st.board.requested(Watcher::Health);
-    let objects = st.shared.objects.read().await;
-    let Some(obj) = objects.get(&name) else {
+    let Some(obj) = st.shared.objects.read().await.get(&name).cloned() else {
+        st.board.requested(Watcher::Health);
         return error(
             StatusCode::NOT_FOUND,
             &format!("no object named {name:?} is in force"),
         );
     };
+    await_fresh_looks(&st, std::iter::once(obj.as_ref())).await;
     let h = evaluate(
-        obj,
+        &obj,
         st.board.get(&name).as_ref(),
         Instant::now(),
         Utc::now(),
     );
     json(code_for(h.healthy), &h)
+}
+
+/// Marks `/health` as watched (waking an idle monitor) and, for the objects whose last look was made
+/// while the monitor was idle and is now too old to judge by, waits for the woken monitor's fresh look,
+/// at most one probe timeout and a little: see [`crate::monitor::needs_fresh_look`].
+async fn await_fresh_looks<'a>(st: &HttpState, objects: impl Iterator<Item = &'a Container>) {
+    let since = Instant::now();
+    let mut limit = Duration::ZERO;
+    let mut names = Vec::new();
+    for obj in objects {
+        if monitor::needs_fresh_look(obj, st.board.get(&obj.metadata.name).as_ref(), since) {
+            limit = limit.max(monitor::fresh_look_limit(obj));
+            names.push(obj.metadata.name.as_str());
+        }
+    }
+    st.board.requested(Watcher::Health);
+    if !names.is_empty() {
+        let deadline = tokio::time::Instant::now() + limit;
+        st.board.fresh_looks(&names, since, deadline).await;
+    }
 }
 
 /// Checks `Authorization: Bearer <token>`; `Err` is the answer to send.

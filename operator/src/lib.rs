@@ -20,3 +20,4 @@ pub mod spec;
 pub mod status;
 pub mod telemetry;
 pub mod users;
+pub mod valuefile;

@@ -41,7 +41,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::controller::shared::Shared;
 use crate::engine::{ContainerInfo, Engine, LABEL_NAME};
-use crate::health::{ProbeResult, probe};
+use crate::health::{ProbeAuth, ProbeResult, probe, probe_address};
 use crate::observe::digest_of;
 use crate::spec::{Container, ContainerSpec};
 use crate::telemetry::{Metrics, metrics};
@@ -161,6 +161,8 @@ pub struct Board {
     asked: [AtomicU64; 2],
     /// Changed when a request arrives after an idle spell: wakes the monitor's tasks.
     wake: watch::Sender<()>,
+    /// Changed at every write: requests waiting for a fresh look ([`Board::fresh_looks`]) wake on it.
+    written: watch::Sender<()>,
 }
 
 impl Default for Board {
@@ -171,6 +173,7 @@ impl Default for Board {
             window: WATCH_WINDOW,
             asked: [AtomicU64::new(0), AtomicU64::new(0)],
             wake: watch::Sender::new(()),
+            written: watch::Sender::new(()),
         }
     }
 }
@@ -232,15 +235,45 @@ impl Board {
     /// Replaces the snapshot of one object.
     pub fn set(&self, name: &str, snap: Snapshot) {
         self.write().insert(name.to_owned(), snap);
+        self.written.send_replace(());
     }
 
     /// Changes the snapshot of one object in place, creating it when missing.
     pub fn update(&self, name: &str, f: impl FnOnce(&mut Snapshot)) {
-        let mut g = self.write();
-        let snap = g
-            .entry(name.to_owned())
-            .or_insert_with(|| Snapshot::empty(Instant::now()));
-        f(snap);
+        {
+            let mut g = self.write();
+            let snap = g
+                .entry(name.to_owned())
+                .or_insert_with(|| Snapshot::empty(Instant::now()));
+            f(snap);
+        }
+        self.written.send_replace(());
+    }
+
+    /// Waits until each of `names` has a look that began at `since` or later, at most until `deadline`
+    /// (a look that does not come leaves the snapshot as it was, and [`evaluate`] says why).
+    pub async fn fresh_looks(
+        &self,
+        names: &[&str],
+        since: Instant,
+        deadline: tokio::time::Instant,
+    ) {
+        let mut written = self.written.subscribe();
+        loop {
+            let done = {
+                let g = self.read();
+                names
+                    .iter()
+                    .all(|n| g.get(*n).is_none_or(|s| s.observed_at >= since))
+            };
+            if done {
+                return;
+            }
+            tokio::select! {
+                r = written.changed() => if r.is_err() { return },
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
     }
 
     /// True when the last look at `name` is older than two of its periods (and two intervals): it must
@@ -308,10 +341,33 @@ pub fn interval_of(spec: &ContainerSpec) -> Duration {
     })
 }
 
+/// True when `snap` is a look made while the monitor was idle and is now older than two probe intervals:
+/// it is no evidence either way, so a request should wait for the woken monitor's fresh look (at most
+/// [`fresh_look_limit`]) before it judges.
+pub fn needs_fresh_look(obj: &Container, snap: Option<&Snapshot>, now: Instant) -> bool {
+    let interval = interval_of(&obj.spec);
+    snap.is_some_and(|s| {
+        s.running
+            && s.engine_error.is_none()
+            && s.period > interval
+            && now.saturating_duration_since(s.observed_at) > interval * 2
+    })
+}
+
+/// How long a request waits for a fresh look of `obj` after an idle spell: the spread of the woken
+/// looks, one probe timeout, and a second for the list call.
+pub fn fresh_look_limit(obj: &Container) -> Duration {
+    let timeout = obj.spec.health.as_ref().map_or(Duration::ZERO, |h| {
+        Duration::from_secs(u64::from(h.timeout_seconds.max(1)))
+    });
+    SPREAD + timeout + Duration::from_secs(1)
+}
+
 /// Judges one object from the monitor's snapshot: healthy when its container runs and, with a health
-/// section, the last probe answered healthy and is no older than two probe intervals. A snapshot made
-/// while the monitor was idle is judged by the same rule: after an idle spell the first answer is 503
-/// (stale) until the woken monitor has looked again, within milliseconds.
+/// section, the last probe answered healthy and is no older than two probe intervals. A request that finds
+/// a look made while the monitor was idle first waits for a fresh one ([`needs_fresh_look`]), so a load
+/// balancer polling every few minutes sees the app as it is now: 200 for a healthy app, 503 within one
+/// probe timeout for an app that hangs.
 pub fn evaluate(
     obj: &Container,
     snap: Option<&Snapshot>,
@@ -394,25 +450,6 @@ pub fn evaluate(
         checked_seconds_ago: Some((age.as_secs_f64() * 1000.0).round() / 1000.0),
         consecutive_failures: s.consecutive_failures,
     }
-}
-
-/// Where to probe `info`: its bridge IP and the health port, else the published port (as
-/// [`crate::execute::probe_object`] does, without reading env files).
-fn probe_target(spec: &ContainerSpec, info: &ContainerInfo, port: u16) -> Option<(String, u16)> {
-    if let Some(ip) = &info.ip_address {
-        return Some((ip.clone(), port));
-    }
-    spec.ports
-        .iter()
-        .find(|p| p.container_port == port)
-        .map(|p| {
-            let host = if p.host_ip == "0.0.0.0" {
-                "127.0.0.1".to_owned()
-            } else {
-                p.host_ip.clone()
-            };
-            (host, p.effective_host_port())
-        })
 }
 
 /// The containers as the last list call saw them, shared by every object's task: no engine call per probe.
@@ -732,6 +769,8 @@ async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
     // The container that has answered healthy at least once since it started: probe failures of a
     // container still starting belong to the executor's health gate, not to the monitor.
     let mut healthy_once: Option<String> = None;
+    // The probe credentials, read again before every look (rotating the file needs no recreate).
+    let mut auth = Credentials::default();
     // Container and time of the last stats call.
     let mut memory_at: Option<(String, Instant)> = None;
     let mut spread = true;
@@ -773,7 +812,15 @@ async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
         // each hold room for it between looks.
         let ((), memory) = Box::pin(async {
             tokio::join!(
-                look(&ctx, &obj, view, began, period, &mut healthy_once),
+                look(
+                    &ctx,
+                    &obj,
+                    view,
+                    began,
+                    period,
+                    &mut healthy_once,
+                    &mut auth
+                ),
                 memory
             )
         })
@@ -803,6 +850,7 @@ async fn look(
     began: Instant,
     period: Duration,
     healthy_once: &mut Option<String>,
+    auth: &mut Credentials,
 ) {
     let Some(h) = &obj.spec.health else {
         return;
@@ -822,25 +870,28 @@ async fn look(
     };
     let running = info.is_running();
     let probe_result = if running {
-        Some(match probe_target(&obj.spec, &info, h.port) {
-            Some((host, port)) => {
-                let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
-                let answer = probe(&host, port, &h.path, timeout);
-                tokio::pin!(answer);
-                tokio::select! {
-                    r = &mut answer => r,
-                    () = tokio::time::sleep(interval_of(&obj.spec)) => {
-                        // Slow: paused, or replaced? Let the list tell while we wait.
-                        ctx.fleet.refresh.notify_one();
-                        answer.await
+        let auth = auth.refresh(obj).await;
+        Some(
+            match probe_address(info.ip_address.as_deref(), &obj.spec.ports, h.port) {
+                Some((host, port)) => {
+                    let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
+                    let answer = probe(&host, port, &h.path, timeout, auth);
+                    tokio::pin!(answer);
+                    tokio::select! {
+                        r = &mut answer => r,
+                        () = tokio::time::sleep(interval_of(&obj.spec)) => {
+                            // Slow: paused, or replaced? Let the list tell while we wait.
+                            ctx.fleet.refresh.notify_one();
+                            answer.await
+                        }
                     }
                 }
-            }
-            None => ProbeResult::NotListening {
-                message: "the container has no IP address and the health port is not published"
-                    .into(),
+                None => ProbeResult::NotListening {
+                    message: "the container has no IP address and the health port is not published"
+                        .into(),
+                },
             },
-        })
+        )
     } else {
         None
     };
@@ -877,6 +928,37 @@ async fn look(
         s.probe = probe_result;
     });
     metrics().set_ready(name, healthy);
+}
+
+/// One object's probe credentials as the monitor last read them. A file that cannot be read now keeps the
+/// last good credentials (a rotation caught mid-write must not flip `/health`), with one warning per
+/// distinct problem.
+#[derive(Debug, Default)]
+struct Credentials {
+    auth: ProbeAuth,
+    problem: Option<String>,
+}
+
+impl Credentials {
+    async fn refresh(&mut self, obj: &Container) -> &ProbeAuth {
+        let Some(h) = &obj.spec.health else {
+            return &self.auth;
+        };
+        match ProbeAuth::load_async(h).await {
+            Ok(a) => {
+                self.auth = a;
+                self.problem = None;
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if self.problem.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(object = %obj.metadata.name, "health probe credentials: {text}; probing with the last ones read");
+                    self.problem = Some(text);
+                }
+            }
+        }
+        &self.auth
+    }
 }
 
 #[cfg(test)]

@@ -169,7 +169,7 @@ pub async fn reconcile(
     let m = metrics();
     let mut status = ctx.store.load(&name);
     let result: Result<_, ReconcileError> = async {
-        let desired = DesiredContainer::build(obj)?;
+        let desired = DesiredContainer::load(obj).await?;
         let observed = Observed::read(ctx.engine.as_ref(), &name, all)
             .await
             .map_err(ReconcileError::Observe)?;

@@ -191,6 +191,8 @@ fn health() -> impl Strategy<Value = Option<Health>> {
             1u32..=3600,
             1u32..=100,
             1u32..=86400,
+            prop::option::of("[a-z]{1,8}"),
+            prop::collection::vec(("X-[A-Za-z-]{1,10}", any::<bool>()), 0..3),
         )
             .prop_map(
                 |(
@@ -200,6 +202,8 @@ fn health() -> impl Strategy<Value = Option<Health>> {
                     timeout_seconds,
                     failure_threshold,
                     startup_deadline_seconds,
+                    user,
+                    headers,
                 )| Health {
                     path,
                     port,
@@ -207,6 +211,20 @@ fn health() -> impl Strategy<Value = Option<Health>> {
                     timeout_seconds,
                     failure_threshold,
                     startup_deadline_seconds,
+                    basic_auth: user.map(|username| BasicAuth {
+                        username,
+                        password_file: "/etc/dockop/secrets/pw".into(),
+                    }),
+                    http_headers: headers
+                        .into_iter()
+                        .map(|(name, from_file)| HttpHeader {
+                            name,
+                            value: (!from_file).then(|| "v".to_owned()),
+                            value_from: from_file.then(|| ValueSource {
+                                file: "/etc/dockop/secrets/h".into(),
+                            }),
+                        })
+                        .collect(),
                 },
             ),
     )

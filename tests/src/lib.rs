@@ -470,7 +470,7 @@ pub fn engine_get(path: &str, timeout: Duration) -> Result<(u16, String), String
     stream
         .set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    http_exchange(stream, "localhost", path, Instant::now() + timeout)
+    http_exchange(stream, "localhost", path, &[], Instant::now() + timeout)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -684,6 +684,15 @@ pub fn free_port() -> u16 {
 /// `GET url` (plain `http://host:port/path`) with an overall `timeout`; returns (status, body).
 /// Errors say which stage failed: `connect ...`, `timed out ...`, `closed ...`, `bad response ...`.
 pub fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
+    http_get_with(url, &[], timeout)
+}
+
+/// [`http_get`] with extra request headers (`(name, value)`).
+pub fn http_get_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let deadline = Instant::now() + timeout;
     let rest = url
         .strip_prefix("http://")
@@ -702,7 +711,7 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<(u16, String), String> {
     stream
         .set_write_timeout(Some(timeout))
         .map_err(|e| format!("set write timeout: {e}"))?;
-    http_exchange(stream, authority, path, deadline)
+    http_exchange(stream, authority, path, headers, deadline)
 }
 
 /// A stream whose read timeout can be set (TCP and unix sockets).
@@ -726,10 +735,15 @@ fn http_exchange<S: TimedStream>(
     mut stream: S,
     host: &str,
     path: &str,
+    headers: &[(&str, &str)],
     deadline: Instant,
 ) -> Result<(u16, String), String> {
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dockop-e2e\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: dockop-e2e\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

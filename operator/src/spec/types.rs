@@ -285,6 +285,51 @@ pub struct Health {
     )]
     #[schemars(range(min = 1, max = 86400))]
     pub startup_deadline_seconds: u32,
+    /// HTTP basic auth every probe sends (health gate, preflight, `apply`'s last look and the monitor
+    /// behind `/health`), for apps that protect their health path. Load balancers keep reaching dockop's
+    /// `/health` without credentials: dockop holds the app's, never the load balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Extra request headers every probe sends (Kubernetes' `httpGet.httpHeaders`). Secret values belong in
+    /// `valueFrom.file`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+/// HTTP basic auth for health probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BasicAuth {
+    /// User name (RFC 7617: no `:`).
+    #[schemars(length(min = 1, max = 256))]
+    pub username: String,
+    /// Absolute path of a host file holding the plain password (a trailing newline is dropped). Read when
+    /// probing, so rotating it needs no recreate; never copied into status, logs or the state directory.
+    pub password_file: String,
+}
+
+/// A request header of the health probe: a literal `value` or a value read from a file (`valueFrom.file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHeader {
+    /// Header name (an RFC 9110 token). `Host` and hop-by-hop headers are refused.
+    #[schemars(length(min = 1, max = 256))]
+    pub name: String,
+    /// Literal value (kept in the spec and the state directory: not for secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Where to read the value from instead of `value`: read when probing, never copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<ValueSource>,
+}
+
+/// Source of a value kept off the spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueSource {
+    /// Absolute path of a host file whose content (without a trailing newline) is the value.
+    pub file: String,
 }
 
 /// Update behaviour.

@@ -373,6 +373,16 @@ fn unknown_field(schema: &Value, path: &[Seg], key: &str) -> Finding {
         )
         .at_key();
     }
+    if key == "password"
+        && matches!(path, [Seg::Key(s), Seg::Key(h), Seg::Key(b)] if s == "spec" && h == "health" && b == "basicAuth")
+    {
+        return Finding::error(
+            field,
+            "a password never stands in the spec",
+            Some("put it in a root-only file (e.g. /etc/dockop/secrets/app-password, mode 0600) and name that file in passwordFile".to_owned()),
+        )
+        .at_key();
+    }
     let allowed: Vec<String> = schema_at(schema, path)
         .and_then(|s| s.get("properties"))
         .and_then(Value::as_object)
@@ -1075,6 +1085,131 @@ fn check_health(spec: &Value, out: &mut Vec<Finding>) {
             ),
             Some("probe a port listed in spec.ports[].containerPort".to_owned()),
         ));
+    }
+    check_probe_credentials(health, out);
+}
+
+/// Headers a probe must not set: `Host` is the probe's own, the rest are hop-by-hop or framing headers
+/// (RFC 9110 section 7.6.1) that would break the exchange.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "content-length",
+];
+
+/// Headers whose value is a credential: never as a literal in the spec.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// RFC 9110 `token`: the characters of a header name.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn check_probe_credentials(health: &Value, out: &mut Vec<Finding>) {
+    let auth = |rest: &[Seg]| {
+        let mut p = vec![k("health"), k("basicAuth")];
+        p.extend_from_slice(rest);
+        spec_path(&p)
+    };
+    if let Some(basic) = health.get("basicAuth").filter(|b| b.is_object()) {
+        if let Some(user) = str_at(basic, "username")
+            && (user.contains(':') || user.chars().any(char::is_control))
+        {
+            out.push(Finding::error(
+                auth(&[k("username")]),
+                "a basic-auth user name cannot hold ':' or control characters (RFC 7617)",
+                Some("use the user name the app expects, e.g. opencode".to_owned()),
+            ));
+        }
+        if let Some(file) = str_at(basic, "passwordFile")
+            && !is_absolute(file)
+        {
+            out.push(Finding::error(
+                auth(&[k("passwordFile")]),
+                format!("{} is not an absolute path", quote(file)),
+                Some(ABSOLUTE_FIX.to_owned()),
+            ));
+        }
+    }
+    let has_basic = present(health, "basicAuth");
+    for (i, h) in items(health.get("httpHeaders")) {
+        let at = |f: &str| spec_path(&[k("health"), k("httpHeaders"), Seg::Index(i), k(f)]);
+        let name = str_at(h, "name").unwrap_or_default();
+        let lower = name.to_ascii_lowercase();
+        if !name.is_empty() && !is_token(name) {
+            out.push(Finding::error(
+                at("name"),
+                format!("{} is not a valid header name", quote(name)),
+                Some("use letters, digits and !#$%&'*+-.^_`|~ only (RFC 9110 token), e.g. X-Probe-Token".to_owned()),
+            ));
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+            out.push(Finding::error(
+                at("name"),
+                format!("the probe sets {name} itself: it cannot be overridden"),
+                Some(
+                    "remove this header; dockop probes with Host set to the container address"
+                        .to_owned(),
+                ),
+            ));
+        } else if has_basic && lower == "authorization" {
+            out.push(Finding::error(
+                at("name"),
+                "an Authorization header and basicAuth are both set",
+                Some("keep basicAuth, or this header with valueFrom.file, not both".to_owned()),
+            ));
+        }
+        match (present(h, "value"), present(h, "valueFrom")) {
+            (true, true) => out.push(Finding::error(
+                at("valueFrom"),
+                "both value and valueFrom are set",
+                Some("keep exactly one of value and valueFrom".to_owned()),
+            )),
+            (false, false) if h.is_object() => out.push(Finding::error(
+                spec_path(&[k("health"), k("httpHeaders"), Seg::Index(i)]),
+                "neither value nor valueFrom is set",
+                Some("add `value: ...` or, for a secret, `valueFrom: {file: /etc/dockop/secrets/...}`".to_owned()),
+            )),
+            (true, false) if CREDENTIAL_HEADERS.contains(&lower.as_str()) => {
+                out.push(Finding::error(
+                    at("value"),
+                    format!("{name} carries a credential: it must not stand in the spec as a literal"),
+                    Some("put the value in a root-only file and use `valueFrom: {file: /etc/dockop/secrets/...}` (or basicAuth)".to_owned()),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(v) = str_at(h, "value")
+            && v.chars().any(|c| c.is_control() && c != '\t')
+        {
+            out.push(Finding::error(
+                at("value"),
+                "a header value cannot hold line breaks or control characters",
+                Some("write the value on one line".to_owned()),
+            ));
+        }
+        if let Some(file) = get(h, &["valueFrom", "file"]).and_then(Value::as_str)
+            && !is_absolute(file)
+        {
+            out.push(Finding::error(
+                spec_path(&[
+                    k("health"),
+                    k("httpHeaders"),
+                    Seg::Index(i),
+                    k("valueFrom"),
+                    k("file"),
+                ]),
+                format!("{} is not an absolute path", quote(file)),
+                Some(ABSOLUTE_FIX.to_owned()),
+            ));
+        }
     }
 }
 

@@ -102,6 +102,14 @@ pub enum Command {
     },
     /// Read a password from stdin (no echo on a terminal) and print a yescrypt hash for `passwordHash`.
     HashPassword,
+    /// The traffic switch for `update.strategy: start-first` objects: owns their host ports and forwards
+    /// each request to the active container; `apply`, `run` and `rollback` set its routes through a
+    /// root-only unix socket in the state directory. Runs until stopped; never restarted by dockop.
+    Proxy {
+        /// Address of the proxy's own `/livez` and `/metrics`.
+        #[arg(long, default_value = "127.0.0.1:9401")]
+        metrics_listen: String,
+    },
 }
 
 /// Where desired state comes from, for one-shot commands.

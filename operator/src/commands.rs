@@ -26,6 +26,16 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
         Command::Run(args) => crate::controller::run(global, args).await,
+        Command::Proxy { metrics_listen } => {
+            let dir = global.state_dir.clone().unwrap_or_else(default_state_dir);
+            match crate::proxy::run(&dir, &metrics_listen).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: dockop proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Validate { .. } | Command::Schema { .. } | Command::HashPassword => {
             ExitCode::FAILURE
         }
@@ -244,11 +254,17 @@ fn print_plan(r: &Report) {
         Action::Nothing => "no changes".to_owned(),
         Action::Create => "will create".to_owned(),
         Action::Start => "will start".to_owned(),
-        Action::Update => {
-            "will update (stop-first, health-gated, rolled back on failure)".to_owned()
-        }
+        Action::Update => format!(
+            "will update ({}, health-gated, rolled back on failure)",
+            if p.steps.contains(&crate::plan::Step::SwitchRoute) {
+                "start-first"
+            } else {
+                "stop-first"
+            }
+        ),
         Action::Resume => "will resume an interrupted update".to_owned(),
         Action::Restore => "will restore the previous container".to_owned(),
+        Action::Switch => "will point dockop proxy's route at the active container".to_owned(),
         Action::Blocked { reason, message } => format!("blocked ({reason}): {message}"),
     };
     println!("{}: {head}", p.name);

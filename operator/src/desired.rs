@@ -14,7 +14,7 @@ use crate::engine::{
 };
 use crate::health::{AuthError, ProbeAuth};
 use crate::spec::hash::spec_hash;
-use crate::spec::{Container, ContainerSpec};
+use crate::spec::{Container, ContainerSpec, Protocol, UpdateStrategy};
 use crate::valuefile::{self, ValueFileError};
 
 /// What the container should be, minus the image digest (resolved later).
@@ -75,6 +75,8 @@ struct Shape<'a> {
     stop_timeout: u32,
     restart: &'a str,
     labels: &'a BTreeMap<String, String>,
+    /// Start-first containers publish nothing (the proxy owns the ports): a change of strategy recreates.
+    strategy: &'a str,
 }
 
 /// Splits `repo[:tag][@digest]` into the repository.
@@ -166,6 +168,7 @@ impl DesiredContainer {
             stop_timeout: spec.stop_timeout_seconds,
             restart,
             labels: &obj.metadata.labels,
+            strategy: spec.update.strategy.as_str(),
         };
         let hash = spec_hash(&shape);
         let template = CreateRequest {
@@ -178,7 +181,12 @@ impl DesiredContainer {
             user: spec.user.clone(),
             working_dir: spec.working_dir.clone(),
             exposed,
-            ports,
+            // Start-first: `dockop proxy` owns the host ports and forwards to the bridge address.
+            ports: if spec.update.strategy == UpdateStrategy::StartFirst {
+                Vec::new()
+            } else {
+                ports
+            },
             mounts,
             init: spec.init,
             stop_timeout: spec.stop_timeout_seconds,
@@ -240,6 +248,36 @@ impl DesiredContainer {
         r.mounts.clear();
         r.restart = "no".into();
         r
+    }
+
+    /// True for `update.strategy: start-first`.
+    pub fn start_first(&self) -> bool {
+        self.spec.update.strategy == UpdateStrategy::StartFirst
+    }
+
+    /// The proxy route of a start-first object pointing at container `id` on bridge IP `ip`: one
+    /// listener per TCP port of the spec.
+    pub fn route(&self, id: &str, ip: &str) -> crate::switch::Route {
+        let listeners = self
+            .spec
+            .ports
+            .iter()
+            .filter(|p| p.protocol == Protocol::Tcp)
+            .map(|p| crate::switch::Listener {
+                listen: if p.host_ip.contains(':') {
+                    format!("[{}]:{}", p.host_ip, p.effective_host_port())
+                } else {
+                    format!("{}:{}", p.host_ip, p.effective_host_port())
+                },
+                container_port: p.container_port,
+            })
+            .collect();
+        crate::switch::Route {
+            listeners,
+            upstream: ip.to_owned(),
+            container_id: id.to_owned(),
+            drain_seconds: self.spec.update.drain_seconds,
+        }
     }
 
     /// Named volumes to ensure, with their labels.

@@ -21,6 +21,7 @@ use crate::observe::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX};
 use crate::plan::{Action, Plan, Step, short};
 use crate::spec::{Health, RollbackPolicy};
 use crate::status::{Change, ConditionType, ObjectStatus, Store};
+use crate::switch::SwitchClient;
 use crate::telemetry::{Metrics, metrics};
 use crate::users;
 
@@ -53,6 +54,8 @@ pub enum Phase {
     Cleanup,
     /// Restoring the previous container.
     Restore,
+    /// Switching `dockop proxy`'s route (start-first).
+    Switch,
 }
 
 impl Phase {
@@ -69,6 +72,7 @@ impl Phase {
             Phase::Health => "health",
             Phase::Cleanup => "cleanup",
             Phase::Restore => "restore",
+            Phase::Switch => "switch",
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct Executor<'a> {
     pending_removal: Option<String>,
     /// Where status is saved at the points a crash must not lose (a target recorded as failed).
     store: Option<&'a Store>,
+    /// The admin client of `dockop proxy`, for start-first objects.
+    switch: Option<&'a SwitchClient>,
     /// Something serving was changed (stopped, renamed, removed) or no active container exists while a
     /// previous one does: a failure from here on must restore the previous container.
     touched: bool,
@@ -216,6 +222,7 @@ impl<'a> Executor<'a> {
             stopped_active: None,
             touched: false,
             store: None,
+            switch: None,
             pending_removal: None,
             version: None,
         }
@@ -225,6 +232,12 @@ impl<'a> Executor<'a> {
     /// crash during the rollback that follows cannot make dockop retry that target.
     pub fn with_store(mut self, store: &'a Store) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Switches start-first routes through `client`.
+    pub fn with_switch(mut self, client: &'a SwitchClient) -> Self {
+        self.switch = Some(client);
         self
     }
 
@@ -254,7 +267,7 @@ impl<'a> Executor<'a> {
         // Resuming or restoring means the object is already mid-change: a failure must roll back.
         self.touched = matches!(plan.action, Action::Resume | Action::Restore)
             || (self.observed.active.is_none() && self.previous.is_some());
-        if matches!(plan.action, Action::Resume | Action::Start) {
+        if matches!(plan.action, Action::Resume | Action::Start | Action::Switch) {
             self.candidate = self.observed.active.as_ref().map(|c| c.id.clone());
         }
         let m = metrics();
@@ -275,6 +288,7 @@ impl<'a> Executor<'a> {
                 Action::Update => format!("updating ({})", plan.notes.join("; ")),
                 Action::Resume => "resuming an interrupted update".to_owned(),
                 Action::Restore => "restoring the previous container".to_owned(),
+                Action::Switch => "pointing dockop proxy at the active container".to_owned(),
                 _ => String::new(),
             };
             self.say(&what);
@@ -392,6 +406,30 @@ impl<'a> Executor<'a> {
         let target = plan.target_digest.clone().unwrap_or_default();
         if app_verdict {
             self.remember_failed(&target, &reason);
+        }
+        if self.desired.start_first()
+            && !self.touched
+            && matches!(plan.action, Action::Update)
+            && let Some(id) = self.candidate.take()
+        {
+            // Start-first, before the switch: the old container never stopped serving. Drop the candidate.
+            if let Err(e) = self.engine.remove(&id, true).await {
+                tracing::warn!(object = %self.desired.name, error = %e, "cannot remove the failed candidate; removed at the next reconcile");
+            }
+            Metrics::inc(&m.updates_total, self.name(), "result", "rolled_back");
+            Metrics::inc(&m.rollbacks_total, self.name(), "reason", phase.as_str());
+            self.record(
+                plan,
+                "update",
+                "rolled_back",
+                format!("{}: {reason}", phase.as_str()),
+                elapsed,
+            );
+            self.say(&format!(
+                "{} failed: {reason}; start-first: traffic never left the running container, the candidate is removed",
+                phase.as_str()
+            ));
+            return Outcome::RolledBack { phase, reason };
         }
         let can_roll_back = self.previous.is_some() || self.stopped_active.is_some();
         if !self.touched
@@ -577,6 +615,21 @@ impl<'a> Executor<'a> {
                     .await
                     .map_err(|v| (Phase::Health, v.message, v.app))
             }
+            Step::SwitchRoute => self.switch_route().await,
+            Step::RetireOld { id } => {
+                e.stop(id, self.desired.spec.stop_timeout_seconds)
+                    .await
+                    .map_err(engine_err(Phase::Cleanup))?;
+                e.remove(id, false)
+                    .await
+                    .map_err(engine_err(Phase::Cleanup))
+            }
+            Step::AdoptNext { id } => {
+                self.candidate = Some(id.clone());
+                e.rename(id, self.name())
+                    .await
+                    .map_err(engine_err(Phase::Cleanup))
+            }
             Step::RemovePrevious { id } => {
                 e.remove(id, false)
                     .await
@@ -596,6 +649,46 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// Points the proxy's route at the candidate (or active) container and waits for the drain.
+    async fn switch_route(&mut self) -> StepResult {
+        let id = self.target_id()?;
+        let Some(client) = self.switch else {
+            return Err((
+                Phase::Switch,
+                "start-first needs dockop proxy, and this command has no proxy client".into(),
+                false,
+            ));
+        };
+        let ip = self
+            .engine
+            .inspect(&id)
+            .await
+            .map_err(engine_err(Phase::Switch))?
+            .and_then(|c| c.ip_address)
+            .ok_or((
+                Phase::Switch,
+                "the new container has no bridge IP address to route to".to_owned(),
+                false,
+            ))?;
+        let route = self.desired.route(&id, &ip);
+        let report = client
+            .switch(self.name(), &route)
+            .await
+            .map_err(|e| (Phase::Switch, e.to_string(), false))?;
+        // From here the new container serves: a later failure must not remove it.
+        self.touched = true;
+        let left = if report.left_open == 0 {
+            "drained".to_owned()
+        } else {
+            format!("{} still open were cut", report.left_open)
+        };
+        self.say(&format!(
+            "switched traffic to {ip} (previous upstream {left} after {:.1} s)",
+            report.drain_seconds
+        ));
+        Ok(())
     }
 
     fn target_id(&self) -> Result<String, (Phase, String, bool)> {
@@ -943,6 +1036,7 @@ fn action_word(a: &Action) -> &'static str {
         Action::Update => "update",
         Action::Resume => "resume",
         Action::Restore => "restore",
+        Action::Switch => "switch",
         Action::Nothing | Action::Blocked { .. } => "none",
     }
 }

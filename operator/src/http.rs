@@ -764,6 +764,65 @@ mod tests {
         drop(f.shared);
     }
 
+    /// A look made while the monitor was idle, 40 s ago (idle period 30 s).
+    fn idle_look(probe: Option<ProbeResult>) -> Snapshot {
+        let mut s = running(probe);
+        s.observed_at = Instant::now()
+            .checked_sub(std::time::Duration::from_secs(40))
+            .expect("instant");
+        s.period = std::time::Duration::from_secs(30);
+        s
+    }
+
+    /// What the woken monitor writes after `after`: a fresh look with `probe`.
+    fn fresh_look_after(board: &Arc<Board>, after: Duration, probe: Option<ProbeResult>) {
+        let board = Arc::clone(board);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            board.update("web", |s| {
+                s.observed_at = Instant::now();
+                s.period = std::time::Duration::from_secs(1);
+                s.probe = probe;
+            });
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_after_an_idle_spell_answers_from_a_fresh_look_not_503() {
+        let f = fixture(false).await;
+        // Healthy app, last looked at while idle: the request waits for the woken monitor's look.
+        f.board.set("web", idle_look(healthy()));
+        fresh_look_after(&f.board, Duration::from_millis(300), healthy());
+        let (code, _, body) = call(&f.app, get_req("/health")).await;
+        assert_eq!(code, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        f.board.set("web", idle_look(healthy()));
+        fresh_look_after(&f.board, Duration::from_millis(300), healthy());
+        let (code, _, _) = call(&f.app, get_req("/health/web")).await;
+        assert_eq!(code, StatusCode::OK);
+
+        // An app that hung while nobody watched: the fresh look times out, and that is the answer.
+        f.board.set("web", idle_look(healthy()));
+        fresh_look_after(&f.board, Duration::from_secs(2), Some(ProbeResult::Timeout));
+        let (code, _, body) = call(&f.app, get_req("/health/web")).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json_of(&body)["detail"],
+            "no answer within the probe timeout"
+        );
+
+        // No fresh look at all within the limit (the monitor itself is stuck): still 503, saying why.
+        f.board.set("web", idle_look(healthy()));
+        let (code, _, body) = call(&f.app, get_req("/health/web")).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            json_of(&body)["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("stale:")),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     #[tokio::test]
     async fn health_without_objects_waits_for_the_first_sync() {
         let f = fixture(false).await;

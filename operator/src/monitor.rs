@@ -12,10 +12,11 @@
 //! - **Idle** (nobody asked): each object is probed every [`Tuning::idle_period`] (30 s, or 10× its
 //!   interval when that is longer), the container list is refreshed every 30 s, and stats are never
 //!   called: `memory_usage_mb` keeps its last value.
-//! - **Waking up**: the first request after an idle spell is answered at once from what is cached. A
-//!   probe older than two intervals counts as stale, as always: 503, with a detail saying the monitor was
-//!   idle. The request wakes the monitor: the list is refreshed and every object probed right away, so
-//!   the next answers (a load balancer polls again within seconds) are fresh.
+//! - **Waking up**: a request wakes the monitor: the list is refreshed and every object probed right
+//!   away. A request that finds a look made while idle and older than two intervals waits for that
+//!   fresh look ([`Board::fresh_looks`], at most [`fresh_look_limit`]), so a load balancer polling every
+//!   few minutes gets 200 for a healthy app and 503 for one that hung meanwhile, never 503 because the
+//!   monitor was resting.
 //!
 //! No engine call per probe: the containers' state and IP come from one shared list call for all objects
 //! ([`Engine::list_brief`]), refreshed as above and on demand when a probe finds nothing listening or

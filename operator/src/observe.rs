@@ -30,6 +30,8 @@ pub struct Observed {
     pub strays: Vec<ContainerInfo>,
     /// A container named `<name>` exists but is not managed by dockop: never touched, reported.
     pub foreign: Option<ContainerInfo>,
+    /// Start-first objects: the route `dockop proxy` serves for the object now (`None`: no route).
+    pub route: Option<crate::switch::Route>,
 }
 
 impl Observed {

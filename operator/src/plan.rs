@@ -103,6 +103,20 @@ pub enum Step {
     ApplyUsers,
     /// Probe until healthy or the startup deadline; on failure the change is rolled back.
     HealthGate,
+    /// Start-first: point `dockop proxy`'s route at the new (or active) container's bridge address and wait
+    /// until the old one has drained (at most `update.drainSeconds`).
+    SwitchRoute,
+    /// Start-first, after the switch: stop the old container and remove it.
+    RetireOld {
+        /// Container ID.
+        id: String,
+    },
+    /// Start-first, after an interrupted switch: the proxy already routes to `<name>-next`; rename it to
+    /// `<name>`.
+    AdoptNext {
+        /// Container ID.
+        id: String,
+    },
     /// Remove `<name>-previous` after a successful change.
     RemovePrevious {
         /// Container ID.
@@ -139,6 +153,11 @@ impl fmt::Display for Step {
             Step::Start => f.write_str("start it"),
             Step::ApplyUsers => f.write_str("apply users"),
             Step::HealthGate => f.write_str("wait until healthy (roll back on failure)"),
+            Step::SwitchRoute => {
+                f.write_str("switch dockop proxy's route to it, drain the old one")
+            }
+            Step::RetireOld { .. } => f.write_str("stop and remove the old container"),
+            Step::AdoptNext { .. } => f.write_str("rename the serving <name>-next to <name>"),
             Step::RemovePrevious { .. } => f.write_str("remove <name>-previous"),
             Step::RestorePrevious { .. } => {
                 f.write_str("restore <name>-previous as <name> and start it")
@@ -174,6 +193,8 @@ pub enum Action {
     Resume,
     /// Put the previous container back (the target failed before).
     Restore,
+    /// Start-first: the proxy's route is not the active container: point it there.
+    Switch,
     /// Drift found but not acted on (policy monitor, outside the window, a failed target, a foreign container).
     Blocked {
         /// CamelCase reason, also the Degraded/Ready condition reason.
@@ -211,7 +232,12 @@ impl Plan {
     pub fn changes(&self) -> bool {
         matches!(
             self.action,
-            Action::Create | Action::Start | Action::Update | Action::Resume | Action::Restore
+            Action::Create
+                | Action::Start
+                | Action::Update
+                | Action::Resume
+                | Action::Restore
+                | Action::Switch
         )
     }
 }
@@ -420,6 +446,155 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         reference: d.pinned_reference(&target),
     };
     let preflight = d.spec.update.preflight;
+    if d.start_first() {
+        start_first(&mut p, d, o, &target, pull, preflight);
+    } else {
+        stop_first(&mut p, d, i, &target, pull, preflight);
+    }
+
+    // 5. policy monitor never changes a running object.
+    if d.spec.update.policy == UpdatePolicy::Monitor && matches!(p.action, Action::Update) {
+        let why = format!(
+            "drift found ({}); policy monitor changes nothing",
+            p.notes.join("; ")
+        );
+        p.steps.clear();
+        return blocked(p, "MonitorOnly", why);
+    }
+    p
+}
+
+/// Notes the digest and spec drift of the active container `a` against the target.
+fn note_drift(p: &mut Plan, a: &ContainerInfo, target: &str, hash: &str) {
+    if digest_of(a) != Some(target) {
+        p.drift.push(DriftKind::Digest);
+        p.notes.push(format!(
+            "digest {} -> {}",
+            short(digest_of(a).unwrap_or("none")),
+            short(target)
+        ));
+    }
+    if spec_hash_of(a) != Some(hash) {
+        p.drift.push(DriftKind::Spec);
+        p.notes.push("spec changed".into());
+    }
+}
+
+/// Start-first: the new container starts beside the old one without host ports, is health-gated on its
+/// bridge address, and only then does the proxy switch; a failure before the switch touches nothing.
+fn start_first(
+    p: &mut Plan,
+    d: &DesiredContainer,
+    o: &Observed,
+    target: &str,
+    pull: Step,
+    preflight: bool,
+) {
+    let hash = d.spec_hash.as_str();
+    let active = o.active.as_ref();
+    let next_name = format!("{}{}", d.name, crate::observe::NEXT_SUFFIX);
+    // The proxy already routes to <name>-next: a switch was interrupted after it happened. Finish it.
+    let serving_next = o
+        .strays
+        .iter()
+        .find(|c| c.name == next_name && o.route.as_ref().is_some_and(|r| r.container_id == c.id));
+    if let Some(n) = serving_next {
+        p.steps
+            .retain(|s| !matches!(s, Step::RemoveLeftover { id, .. } if *id == n.id));
+        p.action = Action::Resume;
+        p.notes
+            .push("an interrupted switch left <name>-next serving: finishing it".into());
+        if let Some(a) = active {
+            p.steps.push(Step::RetireOld { id: a.id.clone() });
+        }
+        p.steps.push(Step::AdoptNext { id: n.id.clone() });
+        return;
+    }
+    if let (Some(_), Some(prev)) = (active, o.previous.as_ref()) {
+        p.steps.push(Step::RemoveLeftover {
+            id: prev.id.clone(),
+            container: prev.name.clone(),
+        });
+    }
+    match active {
+        Some(a) if matches_target(a, target, hash) => {
+            if !a.is_running() {
+                p.drift.push(DriftKind::Stopped);
+                p.action = Action::Start;
+                p.notes.push(format!("container is {}", a.state));
+                p.steps.extend([
+                    Step::Start,
+                    Step::ApplyUsers,
+                    Step::HealthGate,
+                    Step::SwitchRoute,
+                ]);
+                return;
+            }
+            let routed = a
+                .ip_address
+                .as_deref()
+                .is_some_and(|ip| o.route.as_ref() == Some(&d.route(&a.id, ip)));
+            if !routed {
+                p.action = Action::Switch;
+                p.notes
+                    .push("dockop proxy does not route to the active container".into());
+                p.steps.push(Step::SwitchRoute);
+            }
+            if !d.spec.users.is_empty() {
+                p.steps.push(Step::ApplyUsers);
+            }
+        }
+        Some(a) => {
+            note_drift(p, a, target, hash);
+            p.action = Action::Update;
+            p.steps.extend([Step::EnsureVolumes, pull]);
+            if preflight {
+                p.steps.push(Step::Preflight {
+                    digest: target.to_owned(),
+                });
+            }
+            p.steps.extend([
+                Step::CreateNext {
+                    digest: target.to_owned(),
+                },
+                Step::Start,
+                Step::ApplyUsers,
+                Step::HealthGate,
+                Step::SwitchRoute,
+                Step::RetireOld { id: a.id.clone() },
+                Step::RenameNext,
+            ]);
+        }
+        None => {
+            p.drift.push(DriftKind::Missing);
+            p.action = Action::Create;
+            p.steps.extend([
+                Step::EnsureVolumes,
+                pull,
+                Step::Create {
+                    digest: target.to_owned(),
+                },
+                Step::Start,
+                Step::ApplyUsers,
+                Step::HealthGate,
+                Step::SwitchRoute,
+            ]);
+        }
+    }
+}
+
+/// Stop-first (the default): see the module header.
+fn stop_first(
+    p: &mut Plan,
+    d: &DesiredContainer,
+    i: &Inputs<'_>,
+    target: &str,
+    pull: Step,
+    preflight: bool,
+) {
+    let hash = d.spec_hash.as_str();
+    let (active, previous) = (i.observed.active.as_ref(), i.observed.previous.as_ref());
+    let target = target.to_owned();
     match (active, previous) {
         (Some(a), prev) if matches_target(a, &target, hash) => {
             if a.is_running() {
@@ -456,18 +631,7 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
             }
         }
         (Some(a), prev) => {
-            if digest_of(a) != Some(target.as_str()) {
-                p.drift.push(DriftKind::Digest);
-                p.notes.push(format!(
-                    "digest {} -> {}",
-                    short(digest_of(a).unwrap_or("none")),
-                    short(&target)
-                ));
-            }
-            if spec_hash_of(a) != Some(hash) {
-                p.drift.push(DriftKind::Spec);
-                p.notes.push("spec changed".into());
-            }
+            note_drift(p, a, &target, hash);
             p.action = Action::Update;
             p.steps.extend([Step::EnsureVolumes, pull]);
             if preflight {
@@ -544,17 +708,6 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
             ]);
         }
     }
-
-    // 5. policy monitor never changes a running object.
-    if d.spec.update.policy == UpdatePolicy::Monitor && matches!(p.action, Action::Update) {
-        let why = format!(
-            "drift found ({}); policy monitor changes nothing",
-            p.notes.join("; ")
-        );
-        p.steps.clear();
-        return blocked(p, "MonitorOnly", why);
-    }
-    p
 }
 
 fn blocked(mut p: Plan, reason: &str, message: String) -> Plan {
@@ -653,6 +806,9 @@ mod tests {
                 Step::HealthGate => "gate",
                 Step::RemovePrevious { .. } => "remove-previous",
                 Step::RestorePrevious { .. } => "restore",
+                Step::SwitchRoute => "switch",
+                Step::RetireOld { .. } => "retire-old",
+                Step::AdoptNext { .. } => "adopt-next",
             })
             .collect()
     }
@@ -670,6 +826,112 @@ mod tests {
             },
             memory: ObjectStatus::new("web"),
             registry: RegistryAnswer::Digest(registry.into()),
+        }
+    }
+
+    /// Start-first: the candidate is gated before the switch; the route is observed state.
+    #[test]
+    fn start_first_table() {
+        let d = desired(|c| {
+            c.spec = serde_saphyr::from_str(
+                "image: 127.0.0.1:5000/web:v1\nports: [{containerPort: 8080, hostPort: 3000}]\nhealth: {port: 8080}\nupdate: {strategy: start-first, preflight: false}\n",
+            )
+            .expect("spec");
+        });
+        let h = d.spec_hash.clone();
+        let mut active = container("web", D1, &h, RunState::Running);
+        active.ip_address = Some("172.17.0.2".into());
+        let routed = d.route(&active.id, "172.17.0.2");
+        let with = |a: Option<ContainerInfo>,
+                    strays: Vec<ContainerInfo>,
+                    route: Option<crate::switch::Route>,
+                    reg: &str| Case {
+            observed: Observed {
+                active: a,
+                strays,
+                route,
+                ..Default::default()
+            },
+            memory: ObjectStatus::new("web"),
+            registry: RegistryAnswer::Digest(reg.into()),
+        };
+        let mut next = container("web-next", D2, &h, RunState::Running);
+        next.ip_address = Some("172.17.0.3".into());
+        let rows: Vec<(&str, Case, Action, Vec<&str>)> = vec![
+            (
+                "empty host: create, gate, then route",
+                with(None, vec![], None, D1),
+                Action::Create,
+                vec![
+                    "volumes", "pull", "create", "start", "users", "gate", "switch",
+                ],
+            ),
+            (
+                "converged and routed: nothing",
+                with(Some(active.clone()), vec![], Some(routed.clone()), D1),
+                Action::Nothing,
+                vec![],
+            ),
+            (
+                "converged, proxy lost its route: route again",
+                with(Some(active.clone()), vec![], None, D1),
+                Action::Switch,
+                vec!["switch"],
+            ),
+            (
+                "new digest: next beside the old one, gate, switch, retire the old one",
+                with(Some(active.clone()), vec![], Some(routed.clone()), D2),
+                Action::Update,
+                vec![
+                    "volumes",
+                    "pull",
+                    "create-next",
+                    "start",
+                    "users",
+                    "gate",
+                    "switch",
+                    "retire-old",
+                    "rename-next",
+                ],
+            ),
+            (
+                "crash after the switch: the proxy routes to <name>-next: finish",
+                with(
+                    Some(active.clone()),
+                    vec![next.clone()],
+                    Some(d.route(&next.id, "172.17.0.3")),
+                    D2,
+                ),
+                Action::Resume,
+                vec!["retire-old", "adopt-next"],
+            ),
+            (
+                "crash before the switch: <name>-next is a leftover, the update starts over",
+                with(
+                    Some(active.clone()),
+                    vec![next.clone()],
+                    Some(routed.clone()),
+                    D2,
+                ),
+                Action::Update,
+                vec![
+                    "leftover",
+                    "volumes",
+                    "pull",
+                    "create-next",
+                    "start",
+                    "users",
+                    "gate",
+                    "switch",
+                    "retire-old",
+                    "rename-next",
+                ],
+            ),
+        ];
+        for (what, c, action, steps) in rows {
+            let p = run(&d, &c);
+            assert_eq!(p.action, action, "{what}");
+            assert_eq!(kinds(&p), steps, "{what}");
         }
     }
 

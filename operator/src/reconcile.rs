@@ -15,6 +15,7 @@ use crate::observe::{Observed, digest_of};
 use crate::plan::{Inputs, Plan, RegistryAnswer, plan};
 use crate::spec::Container;
 use crate::status::{ConditionType, ObjectStatus, Store, StoreError};
+use crate::switch::{SwitchClient, SwitchError};
 use crate::telemetry::{Metrics, metrics};
 
 /// What a reconcile needs.
@@ -60,6 +61,9 @@ pub enum ReconcileError {
     /// Writing status.
     #[error("{0}")]
     State(String),
+    /// Asking `dockop proxy` for a start-first object's route.
+    #[error("{0}")]
+    Proxy(#[from] SwitchError),
 }
 
 impl From<StoreError> for ReconcileError {
@@ -170,9 +174,14 @@ pub async fn reconcile(
     let mut status = ctx.store.load(&name);
     let result: Result<_, ReconcileError> = async {
         let desired = DesiredContainer::load(obj).await?;
-        let observed = Observed::read(ctx.engine.as_ref(), &name, all)
+        let mut observed = Observed::read(ctx.engine.as_ref(), &name, all)
             .await
             .map_err(ReconcileError::Observe)?;
+        let switch = SwitchClient::in_state_dir(ctx.store.dir());
+        if desired.start_first() {
+            // Without a proxy nothing is touched: the error says how to start one.
+            observed.route = switch.route(&name).await?;
+        }
         let registry = registry_answer(ctx, &desired, &mut status, opts.registry_max_age).await;
         let p = plan(&Inputs {
             desired: &desired,
@@ -196,6 +205,7 @@ pub async fn reconcile(
             ctx.reporter.as_ref(),
         )
         .with_store(&ctx.store)
+        .with_switch(&switch)
         .run(&p)
         .await;
         Ok((desired, p, Some(outcome)))
@@ -217,6 +227,7 @@ pub async fn reconcile(
                     ReconcileError::Desired(_) => "SpecUnresolvable",
                     ReconcileError::Observe(_) => "EngineUnavailable",
                     ReconcileError::State(_) => "StateUnwritable",
+                    ReconcileError::Proxy(_) => "ProxyUnavailable",
                 };
                 status.set_condition(ConditionType::Degraded, true, reason, &e.to_string(), now);
                 ctx.store.save(&status)?;

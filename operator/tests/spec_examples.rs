@@ -74,6 +74,20 @@ fn opencode_example_has_the_deployment_shape() {
         o.spec.health.as_ref().map(|h| (h.path.as_str(), h.port)),
         Some(("/global/health", 4096))
     );
+    // The secure setup: one password file, used by the app and by the probes.
+    const PASSWORD_FILE: &str = "/etc/dockop/secrets/opencode-password";
+    let env = o
+        .spec
+        .env
+        .iter()
+        .find(|e| e.name == "OPENCODE_SERVER_PASSWORD")
+        .unwrap();
+    assert_eq!(env.value_from.as_ref().unwrap().file, PASSWORD_FILE);
+    let auth = o.spec.health.as_ref().unwrap().basic_auth.as_ref().unwrap();
+    assert_eq!(
+        (auth.username.as_str(), auth.password_file.as_str()),
+        ("opencode", PASSWORD_FILE)
+    );
     assert!(o.spec.init);
     assert_eq!(o.spec.stop_timeout_seconds, 10);
 }

@@ -253,6 +253,9 @@ fn update() -> impl Strategy<Value = Update> {
                     RollbackPolicy::Auto
                 },
                 window: window.map(str::to_owned),
+                // start-first needs health and ports: kept out of arbitrary specs.
+                strategy: UpdateStrategy::StopFirst,
+                drain_seconds: check_interval_seconds % 3601,
             },
         )
 }

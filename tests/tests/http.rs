@@ -502,6 +502,59 @@ fn health_follows_the_app_within_two_probe_intervals() {
     op.wait_health(&name, 200, Duration::from_secs(8));
 }
 
+/// Load balancers and uptime monitors poll every 30 s to 5 min, longer than the monitor's watch window
+/// (30 s): each of their requests comes after an idle spell. A healthy app must answer 200 every time,
+/// and an app that hung while nobody watched must answer 503 at the first request after it, within one
+/// probe timeout (2 s) and the wake-up.
+#[test]
+fn health_after_idle_spells_is_200_for_a_healthy_app_and_503_for_a_hung_one() {
+    let env = TestEnv::new("http-idle");
+    let name = env.name("web");
+    env.write("spec/web.yaml", &web_spec(&env, &name, WEB_V1));
+    let op = Operator::start(&env, "spec", false);
+    op.wait_health(&name, 200, Duration::from_secs(60));
+    for idle in [45, 120] {
+        std::thread::sleep(Duration::from_secs(idle));
+        let t = Instant::now();
+        let all = op.get("/health");
+        assert_eq!(
+            all.status,
+            200,
+            "/health after {idle} s without requests: {}",
+            all.text()
+        );
+        eprintln!("/health after {idle} s idle: 200 in {:?}", t.elapsed());
+        assert_eq!(all.json()["objects"][&name]["version"], "1");
+    }
+    // The app hangs (accepts, never answers) during the next idle spell.
+    docker_ok(["exec", &name, "sh", "-c", "kill $(pidof httpd)"]);
+    docker_ok([
+        "exec",
+        "-d",
+        &name,
+        "nc",
+        "-ll",
+        "-p",
+        &WEB_PORT.to_string(),
+        "-e",
+        "/srv/tarpit",
+    ]);
+    std::thread::sleep(Duration::from_secs(45));
+    let t = Instant::now();
+    let (code, body) = op.health(&name);
+    let took = t.elapsed();
+    eprintln!("/health/{name} of a hung app after 45 s idle: {code} in {took:?}");
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(
+        body["detail"], "no answer within the probe timeout",
+        "{body}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the first request after the idle spell waited {took:?}"
+    );
+}
+
 /// The value of `metric{name="<object>"}` (0 when absent).
 fn metric_value(text: &str, metric: &str, object: &str) -> f64 {
     let label = format!("name=\"{object}\"");

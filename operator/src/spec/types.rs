@@ -358,6 +358,21 @@ pub struct Update {
     /// `Sat,Sun 00:00-06:00 UTC`. Spec edits apply at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<String>,
+    /// `stop-first` (default): the old container stops, then the new one starts (an outage of stop +
+    /// start). `start-first`: the new one starts beside the old one without host ports, is health-gated on
+    /// its bridge address, and `dockop proxy` (which owns the object's host ports) switches new requests to
+    /// it; the old one drains, then stops. Needs a running `dockop proxy` and a health check; for a moment
+    /// both containers share the volumes.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub strategy: UpdateStrategy,
+    /// Start-first only: how long the old container keeps its open requests and streams after the switch
+    /// before it is stopped.
+    #[serde(
+        default = "default_drain_seconds",
+        skip_serializing_if = "is_default_drain_seconds"
+    )]
+    #[schemars(range(max = 3600))]
+    pub drain_seconds: u32,
 }
 
 impl Default for Update {
@@ -368,6 +383,37 @@ impl Default for Update {
             preflight: true,
             rollback: RollbackPolicy::default(),
             window: None,
+            strategy: UpdateStrategy::default(),
+            drain_seconds: default_drain_seconds(),
+        }
+    }
+}
+
+fn default_drain_seconds() -> u32 {
+    30
+}
+
+fn is_default_drain_seconds(v: &u32) -> bool {
+    *v == default_drain_seconds()
+}
+
+/// How an update replaces the running container (Docker Swarm's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateStrategy {
+    /// Stop the old container, then start the new one.
+    #[default]
+    StopFirst,
+    /// Start the new one beside the old one; `dockop proxy` switches traffic once it is healthy.
+    StartFirst,
+}
+
+impl UpdateStrategy {
+    /// The spelling in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateStrategy::StopFirst => "stop-first",
+            UpdateStrategy::StartFirst => "start-first",
         }
     }
 }

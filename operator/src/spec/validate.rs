@@ -727,6 +727,7 @@ fn semantic_findings(json: &Value, out: &mut Vec<Finding>) {
     check_users(spec, out);
     check_ports(spec, out);
     check_health(spec, out);
+    check_strategy(spec, out);
     if let Some(window) = get(spec, &["update", "window"]).and_then(Value::as_str)
         && let Err(why) = Window::parse(window)
     {
@@ -1087,6 +1088,36 @@ fn check_health(spec: &Value, out: &mut Vec<Finding>) {
         ));
     }
     check_probe_credentials(health, out);
+}
+
+fn check_strategy(spec: &Value, out: &mut Vec<Finding>) {
+    if get(spec, &["update", "strategy"]).and_then(Value::as_str) != Some("start-first") {
+        return;
+    }
+    let at = spec_path(&[k("update"), k("strategy")]);
+    if !present(spec, "health") {
+        out.push(Finding::error(
+            at.clone(),
+            "start-first switches traffic once the new container answers healthy, and this object has no health check",
+            Some("add spec.health (path and port), or use strategy: stop-first".to_owned()),
+        ));
+    }
+    if items(spec.get("ports")).next().is_none() {
+        out.push(Finding::error(
+            at.clone(),
+            "start-first needs ports: dockop proxy owns the host ports and switches them",
+            Some("declare spec.ports, or use strategy: stop-first".to_owned()),
+        ));
+    }
+    for (i, p) in items(spec.get("ports")) {
+        if str_at(p, "protocol") == Some("udp") {
+            out.push(Finding::error(
+                spec_path(&[k("ports"), Seg::Index(i), k("protocol")]),
+                "dockop proxy forwards HTTP over TCP: a UDP port cannot be switched",
+                Some("use strategy: stop-first for this object".to_owned()),
+            ));
+        }
+    }
 }
 
 /// Headers a probe must not set: `Host` is the probe's own, the rest are hop-by-hop or framing headers

@@ -45,3 +45,51 @@ fn status_changes_nothing_in_the_state_dir() {
     assert_eq!(listing(), before, "nothing renamed or added");
     assert!(!state.join("dockop.lock").exists(), "no lock taken");
 }
+
+/// At `-vvv` the engine client and the HTTP libraries stay at `info`: their debug lines print create
+/// requests, whose environment holds the values of `valueFrom` files.
+#[test]
+fn secrets_stay_out_of_the_logs_at_vvv() {
+    let env = TestEnv::new("secret-logs");
+    let secret = format!("s3cr3t-{:016x}", fastrand::u64(..));
+    let file = env.write("secrets/app-token", &secret);
+    let name = env.name("web");
+    let spec = env
+        .web_spec(&name, images::WEB_V1, env.free_port())
+        .replacen(
+            "spec:\n",
+            &format!(
+                "spec:\n  env:\n    - {{name: APP_TOKEN, valueFrom: {{file: {}}}}}\n",
+                file.display()
+            ),
+            1,
+        );
+    let spec = env.write("spec/web.yaml", &spec);
+
+    // RUST_LOG blank: the level comes from -vvv alone, whatever the caller's environment says.
+    let out = env.dockop().env("RUST_LOG", "").run([
+        "-vvv",
+        "apply",
+        "-f",
+        spec.to_str().expect("utf-8 path"),
+    ]);
+    out.assert_success();
+    assert!(
+        out.stderr.contains("DEBUG") || out.stderr.contains("TRACE"),
+        "-vvv logs at debug and below\n{out}"
+    );
+    let env_of = docker_ok([
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &name,
+    ]);
+    assert!(
+        env_of.contains(&format!("APP_TOKEN={secret}")),
+        "the secret reached the container: {env_of}"
+    );
+    assert!(
+        !out.stderr.contains(&secret) && !out.stdout.contains(&secret),
+        "the secret is in dockop's output\n{out}"
+    );
+}

@@ -42,7 +42,13 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     }
 }
 
-/// Opens the state directory, printing a clear error.
+/// Opens the state directory for a command that only reads it (`status`, `plan`): nothing on disk
+/// changes.
+fn open_store_read_only(global: &GlobalArgs) -> Store {
+    Store::open_read_only(&global.state_dir.clone().unwrap_or_else(default_state_dir))
+}
+
+/// Opens the state directory for a command that writes it, printing a clear error.
 pub fn open_store(global: &GlobalArgs) -> Result<Store, ExitCode> {
     let dir = global.state_dir.clone().unwrap_or_else(default_state_dir);
     Store::open(&dir).map_err(|e| {
@@ -173,15 +179,15 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
     let Some(loaded) = load_valid(files) else {
         return ExitCode::FAILURE;
     };
-    let store = match open_store(global) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let _lock = if dry_run {
-        None
+    let (store, _lock) = if dry_run {
+        (open_store_read_only(global), None)
     } else {
+        let store = match open_store(global) {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
         match lock_state(&store) {
-            Ok(l) => Some(l),
+            Ok(l) => (store, Some(l)),
             Err(c) => return c,
         }
     };
@@ -286,15 +292,26 @@ fn print_plan(r: &Report) {
 }
 
 fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> ExitCode {
-    let store = match open_store(global) {
-        Ok(s) => s,
-        Err(c) => return c,
+    let store = open_store_read_only(global);
+    // A corrupt file is reported and left where it is; the others are shown.
+    let mut unreadable = false;
+    let read: Vec<_> = match name {
+        Some(n) => store.read(n).transpose().into_iter().collect(),
+        None => store.read_all(),
     };
-    let all: Vec<ObjectStatus> = store
-        .list()
+    let all: Vec<ObjectStatus> = read
         .into_iter()
-        .filter(|s| name.is_none_or(|n| s.name == n))
+        .filter_map(|r| {
+            r.map_err(|e| {
+                unreadable = true;
+                eprintln!("error: {e}\n  fix: remove or repair the file (`dockop apply` or `dockop run` moves it aside)");
+            })
+            .ok()
+        })
         .collect();
+    if unreadable && all.is_empty() {
+        return ExitCode::FAILURE;
+    }
     if let Some(n) = name
         && all.is_empty()
     {
@@ -314,7 +331,11 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
         }
         OutputFormat::Text => print_status_table(&all),
     }
-    ExitCode::SUCCESS
+    if unreadable {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn print_status_table(all: &[ObjectStatus]) {

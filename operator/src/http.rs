@@ -10,8 +10,15 @@
 //! probes at each object's interval for the next 30 s and slows down to an idle period otherwise. The
 //! first answer after an idle spell comes from the cache, judged by the usual staleness rule (503 when
 //! older than two intervals), and wakes the monitor so that the next answers are fresh.
+//!
+//! Hostile clients: connections are capped and timed ([`server`]); refused credentials are logged at most
+//! once per 10 s with the count of the refusals not logged; a webhook delivery id already seen
+//! (`X-GitHub-Delivery`, `X-Gitea-Delivery`, among the last [`REMEMBERED_DELIVERIES`]) is answered 200
+//! and ignored.
 
-use std::collections::BTreeMap;
+pub mod server;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,6 +46,14 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Largest webhook body accepted.
 pub const WEBHOOK_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Webhook delivery ids remembered to ignore replays.
+pub const REMEMBERED_DELIVERIES: usize = 1024;
+
+/// At most one warning line per this period about refused credentials.
+const AUTH_WARNING_PERIOD: Duration = Duration::from_secs(10);
+
+pub use server::{Limits, WarnLimiter};
 
 /// HTTP settings.
 #[derive(Debug, Clone, Default)]
@@ -148,6 +163,40 @@ impl TokenCheck {
     }
 }
 
+/// The last ids seen, bounded: the oldest is forgotten when a new one comes past the capacity.
+#[derive(Debug)]
+pub struct RecentIds {
+    capacity: usize,
+    order: VecDeque<String>,
+    seen: HashSet<String>,
+}
+
+impl RecentIds {
+    /// Remembers at most `capacity` ids.
+    pub fn new(capacity: usize) -> Self {
+        RecentIds {
+            capacity,
+            order: VecDeque::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Records `id`; false when it was already among the remembered ones.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.seen.contains(id) {
+            return false;
+        }
+        if self.order.len() >= self.capacity
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        self.order.push_back(id.to_owned());
+        self.seen.insert(id.to_owned());
+        true
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState {
@@ -155,6 +204,10 @@ pub struct HttpState {
     board: Arc<Board>,
     token: Option<TokenCheck>,
     webhook_secret: Option<Secret>,
+    /// Rate limit of the "credentials refused" warnings.
+    refused: Arc<WarnLimiter>,
+    /// Webhook deliveries seen.
+    deliveries: Arc<std::sync::Mutex<RecentIds>>,
 }
 
 impl fmt::Debug for HttpState {
@@ -180,6 +233,19 @@ impl HttpState {
             board,
             token: token.as_ref().map(TokenCheck::new),
             webhook_secret,
+            refused: Arc::new(WarnLimiter::new(AUTH_WARNING_PERIOD)),
+            deliveries: Arc::new(std::sync::Mutex::new(RecentIds::new(REMEMBERED_DELIVERIES))),
+        }
+    }
+
+    /// Logs a refused credential, at most once per [`AUTH_WARNING_PERIOD`] (with the count not logged).
+    fn warn_refused(&self, what: &'static str) {
+        if let Some(suppressed) = self.refused.hit(Instant::now()) {
+            tracing::warn!(
+                suppressed,
+                "{what} refused: missing or invalid credentials ({suppressed} more refusals not logged in the last {} s)",
+                AUTH_WARNING_PERIOD.as_secs()
+            );
         }
     }
 }
@@ -219,9 +285,7 @@ pub async fn serve(
     let monitor = monitor::spawn(Arc::clone(&shared), Arc::clone(&board));
     let app = router(HttpState::new(shared, board, token, webhook_secret));
     Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
+        server::serve(listener, app, Limits::default()).await;
         monitor.abort();
     }))
 }
@@ -430,6 +494,7 @@ fn authorize(st: &HttpState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if check.matches(presented) {
         Ok(())
     } else {
+        st.warn_refused("bearer token");
         let mut resp = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -521,7 +586,7 @@ async fn git_hook(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) 
     };
     let valid = signature_of(&headers).is_some_and(|sig| verify_signature(secret, &body, &sig));
     if !valid {
-        tracing::warn!("git webhook refused: missing or invalid signature");
+        st.warn_refused("git webhook signature");
         return error(
             StatusCode::UNAUTHORIZED,
             "missing or invalid signature (X-Hub-Signature-256 or X-Gitea-Signature)",
@@ -534,6 +599,24 @@ async fn git_hook(State(st): State<HttpState>, headers: HeaderMap, body: Bytes) 
         .unwrap_or("push");
     if event == "ping" {
         return json(StatusCode::OK, &serde_json::json!({ "pong": true }));
+    }
+    let delivery = headers
+        .get("x-github-delivery")
+        .or_else(|| headers.get("x-gitea-delivery"))
+        .and_then(|v| v.to_str().ok());
+    if let Some(id) = delivery {
+        let fresh = st
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        if !fresh {
+            tracing::info!(delivery = %id, "git webhook: delivery already seen; replay ignored");
+            return json(
+                StatusCode::OK,
+                &serde_json::json!({ "accepted": false, "duplicate": true }),
+            );
+        }
     }
     if st.shared.trigger.send(Trigger::Source).is_err() {
         return error(
@@ -1075,6 +1158,44 @@ mod tests {
         )
         .await;
         assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn webhook_replay_is_ignored() {
+        let mut f = fixture(true).await;
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let sig = format!("sha256={}", sign(HOOK, body));
+        let hook = |id: &'static str, header: &'static str| {
+            post_req(
+                "/hooks/git",
+                &[("x-hub-signature-256", &sig), (header, id)],
+                body,
+            )
+        };
+        let (code, _, _) = call(&f.app, hook("d-1", "x-github-delivery")).await;
+        assert_eq!(code, StatusCode::ACCEPTED);
+        assert_eq!(f.rx.try_recv().ok(), Some(Trigger::Source));
+        let (code, _, resp) = call(&f.app, hook("d-1", "x-github-delivery")).await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json_of(&resp)["duplicate"], true);
+        assert!(f.rx.try_recv().is_err(), "a replay triggers nothing");
+        let (code, _, _) = call(&f.app, hook("d-2", "x-gitea-delivery")).await;
+        assert_eq!(code, StatusCode::ACCEPTED);
+        let (code, _, _) = call(&f.app, hook("d-2", "x-gitea-delivery")).await;
+        assert_eq!(code, StatusCode::OK);
+    }
+
+    #[test]
+    fn recent_ids_are_bounded() {
+        let mut ids = RecentIds::new(2);
+        assert!(ids.insert("a"));
+        assert!(!ids.insert("a"));
+        assert!(ids.insert("b"));
+        assert!(ids.insert("c"), "a third id: the oldest is forgotten");
+        assert!(ids.insert("a"), "forgotten");
+        assert!(!ids.insert("c"));
+        assert_eq!(ids.order.len(), 2);
+        assert_eq!(ids.seen.len(), 2);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Per-object status and memory (conditions, digests, history, failed digests, rollback holds), persisted
 //! atomically in the state directory: `objects/<name>.json`. A corrupt file is moved aside with a warning,
-//! never fatal.
+//! never fatal. Read-only commands (`status`, `plan`) open the directory with [`Store::open_read_only`]:
+//! nothing is created, chmodded, renamed or written, and a corrupt file is an error to report.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -273,28 +274,63 @@ pub enum StoreError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A status file that is not valid status JSON (reported by read-only commands, which leave it).
+    #[error("state directory: {path} is corrupt: {source}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        source: serde_json::Error,
+    },
+    /// A write through a store opened read-only (a bug in the command).
+    #[error("state directory: {path} not written: opened read-only")]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// How a [`Store`] was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// `status`, `plan`: nothing on disk changes.
+    ReadOnly,
+    /// `apply`, `run`, `rollback`, `retry`.
+    ReadWrite,
 }
 
 /// The state directory.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
+    access: Access,
 }
 
 impl Store {
-    /// Opens (creating when needed, mode 0700) the state directory.
+    /// Opens the state directory for a command that writes. A missing directory is created with mode
+    /// 0700; an existing one keeps its mode (a warning when others may read or write it). Refused when
+    /// it cannot be written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let objects = dir.join("objects");
-        fs::create_dir_all(&objects).map_err(|source| StoreError::Io {
-            action: "create",
-            path: objects.clone(),
-            source,
-        })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
+        let objects = dir.join("objects");
+        for d in [dir, objects.as_path()] {
+            match private_dir().create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => return Err(io("create", d)(e)),
+            }
+        }
+        warn_if_open_to_others(dir);
         // Refuse a state directory that cannot be written before anything on the host is changed: a
         // change whose outcome cannot be recorded would be retried blindly.
         let probe = objects.join(".write-test");
@@ -302,7 +338,18 @@ impl Store {
         let _ = fs::remove_file(&probe);
         Ok(Self {
             dir: dir.to_owned(),
+            access: Access::ReadWrite,
         })
+    }
+
+    /// Opens the state directory for a command that only reads (`status`, `plan`): nothing is created,
+    /// chmodded, renamed or written. A missing directory reads as empty.
+    pub fn open_read_only(dir: &Path) -> Self {
+        warn_if_open_to_others(dir);
+        Self {
+            dir: dir.to_owned(),
+            access: Access::ReadOnly,
+        }
     }
 
     /// The directory.
@@ -314,12 +361,37 @@ impl Store {
         self.dir.join("objects").join(format!("{name}.json"))
     }
 
-    /// Loads one object's status; a missing file is a fresh status, a corrupt one is moved aside.
+    /// Reads one object's status: `None` when it has none, an error when its file is corrupt. Changes
+    /// nothing.
+    pub fn read(&self, name: &str) -> Result<Option<ObjectStatus>, StoreError> {
+        let path = self.path(name);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt { path, source })
+    }
+
+    /// Loads one object's status; a missing file is a fresh status, a corrupt one is moved aside (left
+    /// in place, with a warning, when the store is read-only).
     pub fn load(&self, name: &str) -> ObjectStatus {
         let path = self.path(name);
         match fs::read(&path) {
             Ok(bytes) => match serde_json::from_slice::<ObjectStatus>(&bytes) {
                 Ok(s) => s,
+                Err(e) if self.access == Access::ReadOnly => {
+                    tracing::warn!(file = %path.display(), error = %e, "status file is corrupt; read as empty and left as it is (read-only command)");
+                    ObjectStatus::new(name)
+                }
                 Err(e) => {
                     let aside = path.with_extension(format!(
                         "json.corrupt-{}",
@@ -336,6 +408,19 @@ impl Store {
 
     /// Every stored status, sorted by name.
     pub fn list(&self) -> Vec<ObjectStatus> {
+        self.names().iter().map(|n| self.load(n)).collect()
+    }
+
+    /// Every stored status, sorted by name, a corrupt file as an error (changes nothing).
+    pub fn read_all(&self) -> Vec<Result<ObjectStatus, StoreError>> {
+        self.names()
+            .iter()
+            .filter_map(|n| self.read(n).transpose())
+            .collect()
+    }
+
+    /// The names of the stored statuses, sorted.
+    fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.dir.join("objects"))
             .map(|rd| {
                 rd.filter_map(Result::ok)
@@ -349,17 +434,24 @@ impl Store {
             })
             .unwrap_or_default();
         names.sort();
-        names.iter().map(|n| self.load(n)).collect()
+        names
     }
 
     /// Writes one object's status atomically (temp file, fsync, rename, fsync of the directory).
     pub fn save(&self, status: &ObjectStatus) -> Result<(), StoreError> {
+        let path = self.path(&status.name);
+        if self.access == Access::ReadOnly {
+            return Err(StoreError::ReadOnly { path });
+        }
         let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
-        write_atomic(&self.path(&status.name), &bytes)
+        write_atomic(&path, &bytes)
     }
 
     /// Removes one object's status and its last applied spec (after `--prune`).
     pub fn remove(&self, name: &str) {
+        if self.access == Access::ReadOnly {
+            return;
+        }
         let _ = fs::remove_file(self.path(name));
         let _ = fs::remove_file(self.last_applied_path(name));
     }
@@ -373,6 +465,9 @@ impl Store {
     /// Remembers the object last applied, so `dockop rollback NAME` works without `-f`. Mode 0600: the
     /// spec may hold password hashes. An unchanged spec is not rewritten.
     pub fn save_last_applied(&self, o: &crate::spec::Container) {
+        if self.access == Access::ReadOnly {
+            return;
+        }
         let path = self.last_applied_path(&o.metadata.name);
         let Ok(bytes) = serde_json::to_vec(o) else {
             return;
@@ -389,6 +484,34 @@ impl Store {
     /// The object last applied, if one was recorded.
     pub fn load_last_applied(&self, name: &str) -> Option<crate::spec::Container> {
         serde_json::from_slice(&fs::read(self.last_applied_path(name)).ok()?).ok()
+    }
+}
+
+/// A directory builder for mode 0700 (state directories hold digests, specs and password hashes).
+fn private_dir() -> fs::DirBuilder {
+    use std::os::unix::fs::DirBuilderExt;
+    let mut b = fs::DirBuilder::new();
+    b.mode(0o700);
+    b
+}
+
+/// Warns (once per process) when an existing state directory may be read or written by others. Its mode
+/// is left alone: it may be shared on purpose (a 1777 directory), and a read-only command changes nothing.
+fn warn_if_open_to_others(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let Ok(meta) = fs::metadata(dir) else {
+        return;
+    };
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                dir = %dir.display(),
+                mode = %format!("{mode:04o}"),
+                "the state directory is open to other users (it holds specs and status); fix: chmod 700 it, or give dockop its own --state-dir"
+            );
+        });
     }
 }
 
@@ -461,6 +584,65 @@ mod tests {
             .filter_map(Result::ok)
             .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
         assert!(aside, "corrupt file moved aside");
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn existing_directory_keeps_its_mode_new_one_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).expect("mkdir");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).expect("chmod");
+        Store::open(&shared).expect("open");
+        assert_eq!(
+            mode(&shared),
+            0o1777,
+            "a writer leaves an existing mode alone"
+        );
+        let ro = Store::open_read_only(&shared);
+        assert!(ro.list().is_empty());
+        assert_eq!(mode(&shared), 0o1777);
+        let fresh = tmp.path().join("a/b/state");
+        Store::open(&fresh).expect("open");
+        assert_eq!(mode(&fresh), 0o700);
+        assert_eq!(mode(&fresh.join("objects")), 0o700);
+        let missing = tmp.path().join("missing");
+        assert!(Store::open_read_only(&missing).read_all().is_empty());
+        assert!(!missing.exists(), "a reader creates nothing");
+    }
+
+    #[test]
+    fn read_only_store_reports_corrupt_files_and_leaves_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store.save(&ObjectStatus::new("good")).expect("save");
+        let bad = dir.path().join("objects/bad.json");
+        fs::write(&bad, b"{not json").expect("write");
+        let ro = Store::open_read_only(dir.path());
+        let all = ro.read_all();
+        assert_eq!(all.len(), 2);
+        assert!(
+            matches!(&all[0], Err(StoreError::Corrupt { path, .. }) if path == &bad),
+            "{all:?}"
+        );
+        assert_eq!(all[1].as_ref().expect("good").name, "good");
+        assert_eq!(ro.load("bad"), ObjectStatus::new("bad"));
+        assert!(matches!(
+            ro.save(&ObjectStatus::new("bad")),
+            Err(StoreError::ReadOnly { .. })
+        ));
+        assert_eq!(fs::read(&bad).expect("still there"), b"{not json");
+        assert_eq!(
+            fs::read_dir(dir.path().join("objects"))
+                .expect("ls")
+                .count(),
+            2
+        );
     }
 
     #[test]

@@ -2,16 +2,18 @@
 
 use crate::cli::LogFormat;
 
+/// Libraries whose debug lines carry secrets (the engine client logs create requests with their
+/// environment values; hyper, h2 and hyper-util log headers and bodies): kept at `info` at any `-v`, and
+/// under a `RUST_LOG` that does not name them.
+const QUIET_LIBRARIES: [&str; 4] = ["bollard", "hyper", "h2", "hyper_util"];
+
 /// Installs the tracing subscriber on stderr. `RUST_LOG` overrides the level from `-v`.
 pub fn init_logging(format: LogFormat, verbose: u8) {
     use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn,dockop=info",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let directives = filter_directives(verbose, rust_log.as_deref());
+    let filter = EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| EnvFilter::new(filter_directives(verbose, None)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -19,6 +21,42 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
         LogFormat::Text => builder.with_target(false).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// The log filter: `RUST_LOG` when set (and not blank), else the level of `-v`; then `LIB=info` for each
+/// of [`QUIET_LIBRARIES`] that `RUST_LOG` does not name.
+pub fn filter_directives(verbose: u8, rust_log: Option<&str>) -> String {
+    let rust_log = rust_log.map(str::trim).filter(|s| !s.is_empty());
+    let mut out = rust_log
+        .unwrap_or(match verbose {
+            0 => "warn,dockop=info",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        })
+        .to_owned();
+    for lib in QUIET_LIBRARIES {
+        if !rust_log.is_some_and(|r| names_target(r, lib)) {
+            out.push_str(&format!(",{lib}=info"));
+        }
+    }
+    out
+}
+
+/// True when a directive of `filter` (`target[span{field}]=level`, comma-separated) is for `lib` or one of
+/// its modules.
+fn names_target(filter: &str, lib: &str) -> bool {
+    filter.split(',').any(|directive| {
+        let target = directive
+            .split(['=', '['])
+            .next()
+            .unwrap_or_default()
+            .trim();
+        target == lib
+            || target
+                .strip_prefix(lib)
+                .is_some_and(|rest| rest.starts_with("::"))
+    })
 }
 
 use std::collections::BTreeMap;
@@ -283,6 +321,36 @@ mod tests {
             ("digest", digest.to_owned()),
             ("app_version", version.to_owned()),
         ]
+    }
+
+    #[test]
+    fn secret_carrying_libraries_stay_at_info() {
+        let quiet = ",bollard=info,hyper=info,h2=info,hyper_util=info";
+        assert_eq!(
+            filter_directives(0, None),
+            format!("warn,dockop=info{quiet}")
+        );
+        assert_eq!(filter_directives(3, None), format!("trace{quiet}"));
+        assert_eq!(filter_directives(3, Some("  ")), format!("trace{quiet}"));
+        assert_eq!(filter_directives(0, Some("debug")), format!("debug{quiet}"));
+        // Named in RUST_LOG: as asked.
+        assert_eq!(
+            filter_directives(3, Some("debug,bollard=trace,hyper::proto=debug")),
+            "debug,bollard=trace,hyper::proto=debug,h2=info,hyper_util=info"
+        );
+        // A prefix of another name does not count as naming it.
+        assert_eq!(
+            filter_directives(0, Some("hyperx=debug,h2o=debug")),
+            format!("hyperx=debug,h2o=debug{quiet}")
+        );
+        // The directives parse, and the library directive beats the global level.
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(filter_directives(3, None)).expect("parses");
+        let shown = filter.to_string();
+        assert!(
+            shown.contains("bollard=info") && shown.contains("trace"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -240,7 +240,8 @@ fn expand_paths(paths: &[PathBuf], diagnostics: &mut Vec<Diagnostic>) -> Vec<Pat
     files
 }
 
-fn too_large(file: &Path, len: u64) -> Diagnostic {
+/// The error for a file of `len` bytes, over [`MAX_FILE_BYTES`] (the file and git sources give the same).
+pub fn too_large(file: &Path, len: u64) -> Diagnostic {
     Diagnostic::file_error(
         file,
         1,

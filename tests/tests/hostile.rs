@@ -1,0 +1,95 @@
+//! End-to-end tests of hostile or careless input (issue #19): the real binary on its state directory,
+//! its logs and its HTTP server. docs/reliability.md ("Hostile input") lists each case and its test.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+
+use dockop_e2e::*;
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).expect("stat").permissions().mode() & 0o7777
+}
+
+/// `dockop status` reads: it leaves a shared (1777) state directory's mode and a corrupt status file
+/// as they are, and reports the corrupt file as an error.
+#[test]
+fn status_changes_nothing_in_the_state_dir() {
+    let env = TestEnv::new("status-read-only");
+    let state = env.state_dir();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let objects = state.join("objects");
+    std::fs::create_dir_all(&objects).expect("mkdir");
+    let corrupt = objects.join("web.json");
+    std::fs::write(&corrupt, b"{not json").expect("write");
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&objects)
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+
+    let out = env.dockop().run(["status"]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("web.json is corrupt"),
+        "the corrupt file is reported\n{out}"
+    );
+    let named = env.dockop().run(["status", "web", "-o", "json"]);
+    named.assert_code(1);
+
+    assert_eq!(mode(&state), 0o1777, "the mode is left alone\n{out}");
+    assert_eq!(std::fs::read(&corrupt).expect("still there"), b"{not json");
+    assert_eq!(listing(), before, "nothing renamed or added");
+    assert!(!state.join("dockop.lock").exists(), "no lock taken");
+}
+
+/// At `-vvv` the engine client and the HTTP libraries stay at `info`: their debug lines print create
+/// requests, whose environment holds the values of `valueFrom` files.
+#[test]
+fn secrets_stay_out_of_the_logs_at_vvv() {
+    let env = TestEnv::new("secret-logs");
+    let secret = format!("s3cr3t-{:016x}", fastrand::u64(..));
+    let file = env.write("secrets/app-token", &secret);
+    let name = env.name("web");
+    let spec = env
+        .web_spec(&name, images::WEB_V1, env.free_port())
+        .replacen(
+            "spec:\n",
+            &format!(
+                "spec:\n  env:\n    - {{name: APP_TOKEN, valueFrom: {{file: {}}}}}\n",
+                file.display()
+            ),
+            1,
+        );
+    let spec = env.write("spec/web.yaml", &spec);
+
+    // RUST_LOG blank: the level comes from -vvv alone, whatever the caller's environment says.
+    let out = env.dockop().env("RUST_LOG", "").run([
+        "-vvv",
+        "apply",
+        "-f",
+        spec.to_str().expect("utf-8 path"),
+    ]);
+    out.assert_success();
+    assert!(
+        out.stderr.contains("DEBUG") || out.stderr.contains("TRACE"),
+        "-vvv logs at debug and below\n{out}"
+    );
+    let env_of = docker_ok([
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &name,
+    ]);
+    assert!(
+        env_of.contains(&format!("APP_TOKEN={secret}")),
+        "the secret reached the container: {env_of}"
+    );
+    assert!(
+        !out.stderr.contains(&secret) && !out.stdout.contains(&secret),
+        "the secret is in dockop's output\n{out}"
+    );
+}

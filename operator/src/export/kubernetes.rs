@@ -1302,3 +1302,517 @@ pub struct ClaimResources {
     /// `storage: SIZE`.
     pub requests: BTreeMap<&'static str, String>,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::spec::load::{load_str, load_with_positions};
+
+    const DIGEST: &str = "sha256:3c540000000000000000000000000000000000000000000000000000000000ff";
+
+    /// A valid object `name` with `spec_extra` (YAML lines at `spec:` indentation) after its image.
+    fn mk_yaml(name: &str, spec_extra: &str) -> String {
+        let extra: String = spec_extra.lines().map(|l| format!("  {l}\n")).collect();
+        format!(
+            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: 127.0.0.1:5000/web:v1\n{extra}"
+        )
+    }
+
+    fn mk_objects(text: &str) -> Vec<Container> {
+        let loaded = load_str(Path::new("t.yaml"), text);
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        loaded.objects.into_iter().map(|o| o.object).collect()
+    }
+
+    fn mk_export(text: &str, options: &Options) -> Export {
+        let objects = mk_objects(text);
+        let inputs: Vec<Input<'_>> = objects
+            .iter()
+            .map(|object| Input {
+                object,
+                positions: None,
+            })
+            .collect();
+        export(&inputs, options)
+    }
+
+    fn json_of(export: &Export, kind: &str) -> Value {
+        let object = export
+            .objects
+            .iter()
+            .find(|o| o.kind() == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {:?}", export.objects));
+        serde_json::to_value(object).unwrap()
+    }
+
+    fn kinds(export: &Export) -> Vec<&'static str> {
+        export.warnings.iter().map(|w| w.kind.as_str()).collect()
+    }
+
+    const CONTAINER: &str = "/spec/template/spec/containers/0";
+
+    #[test]
+    fn mapping_rules() {
+        // (spec lines, kind, JSON pointer, expected value)
+        let table: &[(&str, &str, &str, Value)] = &[
+            ("", "Deployment", "/spec/replicas", json!(1)),
+            (
+                "",
+                "Deployment",
+                "/spec/strategy",
+                json!({"type": "Recreate"}),
+            ),
+            (
+                "",
+                "Deployment",
+                "/spec/template/spec/restartPolicy",
+                json!("Always"),
+            ),
+            (
+                "",
+                "Deployment",
+                "/spec/template/spec/terminationGracePeriodSeconds",
+                json!(10),
+            ),
+            (
+                "",
+                "Deployment",
+                "/spec/selector/matchLabels",
+                json!({NAME_LABEL: "app"}),
+            ),
+            (
+                "",
+                "Deployment",
+                &format!("{CONTAINER}/image"),
+                json!("127.0.0.1:5000/web:v1"),
+            ),
+            (
+                &format!("digest: {DIGEST}"),
+                "Deployment",
+                &format!("{CONTAINER}/image"),
+                json!(format!("127.0.0.1:5000/web:v1@{DIGEST}")),
+            ),
+            (
+                "entrypoint: [/sbin/tini, --]\ncommand: [web, --port, \"80\"]",
+                "Deployment",
+                &format!("{CONTAINER}/command"),
+                json!(["/sbin/tini", "--"]),
+            ),
+            (
+                "entrypoint: [/sbin/tini, --]\ncommand: [web, --port, \"80\"]",
+                "Deployment",
+                &format!("{CONTAINER}/args"),
+                json!(["web", "--port", "80"]),
+            ),
+            (
+                "env:\n  - {name: TZ, value: UTC}\n  - {name: API_KEY, valueFrom: {file: /etc/k}}",
+                "Deployment",
+                &format!("{CONTAINER}/env"),
+                json!([{"name": "TZ", "value": "UTC"},
+                    {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "app", "key": "API_KEY"}}}]),
+            ),
+            (
+                "env:\n  - {name: API_KEY, valueFrom: {file: /etc/k}}",
+                "Secret",
+                "/stringData",
+                json!({"API_KEY": ""}),
+            ),
+            (
+                "env:\n  - {name: API_KEY, valueFrom: {file: /etc/k}}",
+                "Secret",
+                "/type",
+                json!("Opaque"),
+            ),
+            (
+                "ports:\n  - {containerPort: 53, protocol: udp}\n  - {containerPort: 53, hostPort: 5353, protocol: udp}",
+                "Deployment",
+                &format!("{CONTAINER}/ports"),
+                json!([{"name": "udp-53", "containerPort": 53, "protocol": "UDP"}]),
+            ),
+            (
+                "ports:\n  - {containerPort: 4096, hostPort: 3000}",
+                "Service",
+                "/spec",
+                json!({"type": "ClusterIP", "selector": {NAME_LABEL: "app"},
+                    "ports": [{"name": "tcp-4096", "port": 4096, "targetPort": 4096, "protocol": "TCP"}]}),
+            ),
+            (
+                "health: {path: /h, port: 80, intervalSeconds: 7, timeoutSeconds: 3, failureThreshold: 4, startupDeadlineSeconds: 30}",
+                "Deployment",
+                &format!("{CONTAINER}/readinessProbe"),
+                json!({"httpGet": {"path": "/h", "port": 80}, "periodSeconds": 7, "timeoutSeconds": 3, "failureThreshold": 4}),
+            ),
+            (
+                "health: {path: /h, port: 80, intervalSeconds: 7, timeoutSeconds: 3, failureThreshold: 4, startupDeadlineSeconds: 30}",
+                "Deployment",
+                &format!("{CONTAINER}/livenessProbe/failureThreshold"),
+                json!(4),
+            ),
+            (
+                "health: {path: /h, port: 80, intervalSeconds: 7, timeoutSeconds: 3, failureThreshold: 4, startupDeadlineSeconds: 30}",
+                "Deployment",
+                &format!("{CONTAINER}/startupProbe/failureThreshold"),
+                json!(5),
+            ),
+            (
+                "health: {port: 80}",
+                "Deployment",
+                &format!("{CONTAINER}/startupProbe/failureThreshold"),
+                json!(60),
+            ),
+            (
+                "workingDir: /srv",
+                "Deployment",
+                &format!("{CONTAINER}/workingDir"),
+                json!("/srv"),
+            ),
+            (
+                "user: \"1000\"",
+                "Deployment",
+                &format!("{CONTAINER}/securityContext"),
+                json!({"runAsUser": 1000}),
+            ),
+            (
+                "user: \"1000:2000\"",
+                "Deployment",
+                &format!("{CONTAINER}/securityContext"),
+                json!({"runAsUser": 1000, "runAsGroup": 2000}),
+            ),
+            (
+                "stopTimeoutSeconds: 45",
+                "Deployment",
+                "/spec/template/spec/terminationGracePeriodSeconds",
+                json!(45),
+            ),
+            (
+                "restart: \"no\"",
+                "Deployment",
+                "/spec/template/spec/restartPolicy",
+                json!("Always"),
+            ),
+            (
+                "volumes:\n  - {name: app-data, mountPath: /data, readOnly: true}\n  - {hostPath: /srv, mountPath: /srv}",
+                "Deployment",
+                "/spec/template/spec/volumes",
+                json!([{"name": "app-data", "persistentVolumeClaim": {"claimName": "app-data", "readOnly": true}},
+                    {"name": "host-path-1", "hostPath": {"path": "/srv"}}]),
+            ),
+            (
+                "volumes:\n  - {name: app-data, mountPath: /data, readOnly: true}",
+                "Deployment",
+                &format!("{CONTAINER}/volumeMounts"),
+                json!([{"name": "app-data", "mountPath": "/data", "readOnly": true}]),
+            ),
+            (
+                "volumes:\n  - {name: My_Data.v1, mountPath: /data}",
+                "PersistentVolumeClaim",
+                "/metadata/name",
+                json!("my-data.v1"),
+            ),
+            (
+                "volumes:\n  - {name: My_Data.v1, mountPath: /data}",
+                "Deployment",
+                "/spec/template/spec/volumes/0/name",
+                json!("my-data-v1"),
+            ),
+            (
+                "volumes:\n  - {name: d, mountPath: /data}",
+                "PersistentVolumeClaim",
+                "/spec",
+                json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}),
+            ),
+        ];
+        for (spec, kind, pointer, want) in table {
+            let export = mk_export(&mk_yaml("app", spec), &Options::default());
+            let got = json_of(&export, kind);
+            assert_eq!(
+                got.pointer(pointer),
+                Some(want),
+                "{spec:?}: {kind} {pointer} in {got:#}"
+            );
+        }
+    }
+
+    #[test]
+    fn labels_annotations_and_namespace_on_every_object() {
+        let text = mk_yaml(
+            "app",
+            "env: [{name: K, valueFrom: {file: /etc/k}}]\nports: [{containerPort: 80}]\nvolumes: [{name: d, mountPath: /d}]",
+        )
+        .replace(
+            "  name: app\n",
+            "  name: app\n  labels: {team: tools, note: \"two words\", app.kubernetes.io/name: other}\n  annotations: {owner: ops}\n",
+        );
+        let options = Options {
+            namespace: Some(Namespace::parse("prod").unwrap()),
+            volume_size: Quantity::parse("5Gi").unwrap(),
+        };
+        let export = mk_export(&text, &options);
+        let order: Vec<&str> = export.objects.iter().map(Object::kind).collect();
+        assert_eq!(
+            order,
+            ["PersistentVolumeClaim", "Secret", "Service", "Deployment"]
+        );
+        let want = BTreeMap::from([
+            (NAME_LABEL.to_owned(), "app".to_owned()),
+            (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
+            ("team".to_owned(), "tools".to_owned()),
+        ]);
+        for object in &export.objects {
+            assert_eq!(object.metadata().namespace.as_deref(), Some("prod"));
+            assert_eq!(object.metadata().labels, want, "{}", object.kind());
+        }
+        let deployment = json_of(&export, "Deployment");
+        assert_eq!(
+            deployment["metadata"]["annotations"],
+            json!({"owner": "ops"})
+        );
+        assert_eq!(
+            deployment["spec"]["template"]["metadata"]["labels"],
+            serde_json::to_value(&want).unwrap()
+        );
+        assert_eq!(
+            json_of(&export, "PersistentVolumeClaim")["spec"]["resources"]["requests"]["storage"],
+            json!("5Gi")
+        );
+        let skipped: Vec<&WarningKind> = export
+            .warnings
+            .iter()
+            .filter(|w| w.field == "metadata.labels")
+            .map(|w| &w.kind)
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                &WarningKind::SkippedKey {
+                    key: "app.kubernetes.io/name".into()
+                },
+                &WarningKind::SkippedKey { key: "note".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_warning_by_kind() {
+        // (spec lines, warnings expected in order; the defaults of preflight, rollback and init are
+        // turned off unless the row is about them)
+        let quiet = "digest: sha256:3c540000000000000000000000000000000000000000000000000000000000ff\ninit: false\nupdate: {preflight: false, rollback: never}";
+        let table: &[(&str, &[&str])] = &[
+            ("", &[]),
+            (
+                "ports: [{containerPort: 80, hostPort: 8080, hostIP: 0.0.0.0}]",
+                &["host-ports"],
+            ),
+            (
+                "volumes: [{hostPath: /srv, mountPath: /srv}]",
+                &["host-path"],
+            ),
+            (
+                "env: [{name: A, valueFrom: {file: /etc/a}}, {name: B, valueFrom: {file: /etc/b}}]",
+                &["secret-to-fill"],
+            ),
+            (
+                "volumes: [{name: Data_1, mountPath: /d}]",
+                &["renamed-volume"],
+            ),
+            (
+                "users: [{name: alice, locked: true}, {name: bob, locked: true}]",
+                &["users"],
+            ),
+            ("restart: on-failure", &["restart"]),
+            ("restart: always", &[]),
+            ("restart: unless-stopped", &[]),
+            ("user: www-data", &["non-numeric-user"]),
+            ("user: \"1000:staff\"", &["non-numeric-user"]),
+        ];
+        for (spec, want) in table {
+            let export = mk_export(
+                &mk_yaml("app", &format!("{quiet}\n{spec}")),
+                &Options::default(),
+            );
+            assert_eq!(kinds(&export), *want, "{spec:?}: {:?}", export.warnings);
+        }
+        // The update section, field by field, on a tag-following object.
+        let table: &[(&str, &[&str])] = &[
+            ("", &["tag-following", "preflight", "rollback", "init"]),
+            (
+                "init: false\nupdate: {policy: manual, preflight: false, rollback: never}",
+                &[],
+            ),
+            (
+                "init: false\nupdate: {policy: monitor, preflight: false, rollback: never}",
+                &["tag-following"],
+            ),
+            (
+                "init: false\nupdate: {policy: manual, preflight: false, rollback: never, window: \"Mon-Fri 02:00-04:00 UTC\"}",
+                &["update-window"],
+            ),
+            (
+                "init: false\nupdate: {policy: manual, rollback: never}",
+                &["preflight"],
+            ),
+            (
+                "init: false\nupdate: {policy: manual, preflight: false}",
+                &["rollback"],
+            ),
+            (
+                "update: {policy: manual, preflight: false, rollback: never}",
+                &["init"],
+            ),
+        ];
+        for (spec, want) in table {
+            let export = mk_export(&mk_yaml("app", spec), &Options::default());
+            assert_eq!(kinds(&export), *want, "{spec:?}: {:?}", export.warnings);
+        }
+    }
+
+    #[test]
+    fn warnings_name_the_secret_files_never_the_values() {
+        let text = mk_yaml(
+            "app",
+            "env: [{name: TOKEN, valueFrom: {file: /etc/dockop/secrets/token}}]",
+        );
+        let options = Options {
+            namespace: Some(Namespace::parse("prod").unwrap()),
+            ..Options::default()
+        };
+        let export = mk_export(&text, &options);
+        let w = export
+            .warnings
+            .iter()
+            .find(|w| w.kind.as_str() == "secret-to-fill")
+            .unwrap();
+        assert_eq!(
+            w.kind,
+            WarningKind::SecretToFill {
+                secret: "app".into(),
+                keys: vec![("TOKEN".into(), "/etc/dockop/secrets/token".into())]
+            }
+        );
+        assert!(
+            w.to_string().contains(
+                "kubectl create secret generic app --from-file=TOKEN=/etc/dockop/secrets/token --namespace prod"
+            ),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn shared_volume_is_one_claim() {
+        let text = format!(
+            "{}---\n{}",
+            mk_yaml("a", "volumes: [{name: shared, mountPath: /d}]"),
+            mk_yaml("b", "volumes: [{name: shared, mountPath: /d}]")
+        );
+        let export = mk_export(&text, &Options::default());
+        let claims = export
+            .objects
+            .iter()
+            .filter(|o| o.kind() == "PersistentVolumeClaim")
+            .count();
+        assert_eq!(claims, 1);
+        let shared: Vec<_> = export
+            .warnings
+            .iter()
+            .filter(|w| matches!(w.kind, WarningKind::SharedVolume { .. }))
+            .map(|w| (w.object.as_str(), &w.kind))
+            .collect();
+        assert_eq!(
+            shared,
+            [(
+                "b",
+                &WarningKind::SharedVolume {
+                    claim: "shared".into(),
+                    first: "a".into()
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn warnings_point_into_the_file_when_the_field_is_written() {
+        let text = mk_yaml("app", "init: true\nports: [{containerPort: 80}]");
+        let read = load_with_positions(&[PathBuf::from("-")], || Ok(text.clone()));
+        assert!(read.loaded.is_valid());
+        let inputs = [Input {
+            object: &read.loaded.objects[0].object,
+            positions: read.positions[0].as_ref(),
+        }];
+        let export = export(&inputs, &Options::default());
+        let lines: Vec<String> = export.warnings.iter().map(ToString::to_string).collect();
+        let init = lines.iter().find(|l| l.contains("spec.init")).unwrap();
+        assert!(
+            init.starts_with("<stdin>:7:3: app: spec.init: no Kubernetes equivalent ("),
+            "{init}"
+        );
+        let ports = lines.iter().find(|l| l.contains("spec.ports")).unwrap();
+        assert!(
+            ports.starts_with("<stdin>:8:3: app: spec.ports: "),
+            "{ports}"
+        );
+        // Defaulted fields have no position.
+        let preflight = lines.iter().find(|l| l.contains("preflight")).unwrap();
+        assert!(
+            preflight.starts_with("app: spec.update.preflight: no Kubernetes equivalent ("),
+            "{preflight}"
+        );
+    }
+
+    #[test]
+    fn start_first_maps_to_a_surge_rollout() {
+        assert_eq!(
+            serde_json::to_value(DeploymentStrategy::of(Rollout::StartFirst)).unwrap(),
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+        );
+    }
+
+    #[test]
+    fn quantities_and_namespaces() {
+        for ok in ["1Gi", "500Mi", "1", "1.5Gi", "2e3", "1E+2", "100k", "0.5Ti"] {
+            assert_eq!(Quantity::parse(ok), Ok(Quantity(ok.to_owned())), "{ok}");
+        }
+        for bad in [
+            "", "0", "0Gi", "Gi", "1GB", "1 Gi", "-1Gi", "1.", ".5", "1..5Gi", "1e", "1Gi2",
+        ] {
+            assert_eq!(
+                Quantity::parse(bad),
+                Err(ExportError::VolumeSize(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        for ok in ["prod", "a", "team-1", &"a".repeat(63)] {
+            assert!(Namespace::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Prod", "-a", "a-", "a.b", "a_b", &"a".repeat(64)] {
+            assert_eq!(
+                Namespace::parse(bad),
+                Err(ExportError::Namespace(bad.to_owned())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn yaml_is_deterministic_and_multi_document() {
+        let text = mk_yaml(
+            "app",
+            "env: [{name: B, value: \"2\"}, {name: A, value: \"true\"}]\nports: [{containerPort: 80}]",
+        );
+        let first = mk_export(&text, &Options::default()).to_yaml().unwrap();
+        let second = mk_export(&text, &Options::default()).to_yaml().unwrap();
+        assert_eq!(first, second);
+        assert_eq!(first.matches("---\n").count(), 2, "{first}");
+        assert!(
+            first.starts_with("---\napiVersion: v1\nkind: Service\n"),
+            "{first}"
+        );
+        // Strings that look like other YAML types stay strings.
+        assert!(first.contains("value: \"true\""), "{first}");
+        assert!(first.contains("value: \"2\""), "{first}");
+    }
+}

@@ -804,6 +804,28 @@ mod tests {
     }
 
     #[test]
+    fn field_positions_from_stdin() {
+        let text = "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata: {name: a}\nspec:\n  image: web:v1\n  volumes:\n    - {name: d, mountPath: /d}\n    - {hostPath: /srv, mountPath: /srv}\n";
+        let mut reads = 0;
+        let read = load_with_positions(&[PathBuf::from("-"), PathBuf::from("-")], || {
+            reads += 1;
+            Ok(text.to_owned())
+        });
+        assert_eq!(reads, 1);
+        assert!(read.loaded.is_valid(), "{:?}", read.loaded.diagnostics);
+        assert_eq!(read.loaded.objects.len(), 1);
+        let p = read.positions[0].as_ref().unwrap();
+        assert_eq!(p.file(), Path::new(STDIN_NAME));
+        assert_eq!(p.key_position("spec.volumes[1].hostPath"), Some((8, 8)));
+        assert_eq!(p.key_position("spec.image"), Some((5, 3)));
+        assert_eq!(p.key_position("spec.init"), None);
+        assert_eq!(p.key_position("spec..x"), None);
+        let broken = load_with_positions(&[PathBuf::from("-")], || Ok("a: [".to_owned()));
+        assert!(!broken.loaded.is_valid());
+        assert_eq!(broken.loaded.diagnostics[0].file, Path::new(STDIN_NAME));
+    }
+
+    #[test]
     fn multiple_and_empty_documents() {
         let text = "---\na: 1\n---\n---\n# only a comment\n---\nb: 2\n";
         let docs = parse_documents(Path::new("t.yaml"), text).unwrap();

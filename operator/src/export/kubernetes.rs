@@ -274,7 +274,7 @@ impl WarningKind {
                 "{none} (create the accounts in the image, or in an entrypoint that reads their hashes from a Secret)"
             ),
             Self::Restart { policy } => format!(
-                "{}: {none} (a Deployment always restarts its container; use a Job for a container that should stop)",
+                "{:?}: {none} (a Deployment always restarts its container; use a Job for a container that should stop)",
                 policy.as_docker()
             ),
             Self::NonNumericUser { user } => format!(
@@ -324,10 +324,15 @@ impl Export {
     pub fn to_yaml(&self) -> Result<String, ExportError> {
         let mut out = String::new();
         for object in &self.objects {
-            let text = serde_saphyr::to_string(object).map_err(|e| ExportError::Yaml {
-                kind: object.kind(),
-                name: object.name().to_owned(),
-                message: e.to_string(),
+            // Plain scalars only: long image references stay on one line.
+            let mut yaml_options = serde_saphyr::SerializerOptions::default();
+            yaml_options.prefer_block_scalars = false;
+            let text = serde_saphyr::to_string_with_options(object, yaml_options).map_err(|e| {
+                ExportError::Yaml {
+                    kind: object.kind(),
+                    name: object.name().to_owned(),
+                    message: e.to_string(),
+                }
             })?;
             out.push_str("---\n");
             out.push_str(text.trim_start_matches("---\n"));

@@ -121,23 +121,13 @@ fn warnings(stderr: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn corpus_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join(CORPUS))
+/// The `*.yaml` files of `dir` (relative to the workspace root), sorted, as relative paths.
+fn yaml_files(dir: &str) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join(dir))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml"))
-        .map(|n| format!("{CORPUS}/{n}"))
-        .collect();
-    files.sort();
-    files
-}
-
-fn example_files() -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(workspace_root().join("deploy/examples"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".yaml"))
-        .map(|n| format!("deploy/examples/{n}"))
+        .map(|n| format!("{dir}/{n}"))
         .collect();
     files.sort();
     files
@@ -146,11 +136,11 @@ fn example_files() -> Vec<String> {
 #[test]
 fn every_example_and_corpus_file_exports_to_valid_kubernetes() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = corpus_files();
+    let corpus = yaml_files(CORPUS);
     assert!(corpus.len() >= 10, "corpus too small: {corpus:?}");
     let mut outputs = Vec::new();
     let mut expected_documents = 0;
-    for file in example_files().iter().chain(&corpus) {
+    for file in yaml_files("deploy/examples").iter().chain(&corpus) {
         let out = export(&[file]);
         out.assert_success();
         assert!(

@@ -456,7 +456,7 @@ fn export_one(
                     WarningKind::HostPath { path: path.clone() },
                 );
                 (
-                    format!("host-path-{i}"),
+                    pod_volume_name(&format!("host-path-{i}"), i, &pod_volumes),
                     VolumeSource::HostPath { path: path.clone() },
                 )
             }
@@ -733,19 +733,27 @@ fn claim_name(volume: &str, object: &str, index: usize) -> String {
     }
 }
 
-/// A pod volume name (DNS label) for `claim`, unique within the pod.
-fn pod_volume_name(claim: &str, index: usize, taken: &[PodVolume]) -> String {
-    let dotless: String = claim
+/// A pod volume name (a DNS label) from `preferred` (a claim name, or `host-path-N`), unique within the
+/// pod: dots become `-`, and a name already taken (or not a DNS label) becomes `volume-N[-k]`.
+fn pod_volume_name(preferred: &str, index: usize, taken: &[PodVolume]) -> String {
+    let free = |name: &str| is_dns_label(name) && taken.iter().all(|v| v.name != name);
+    let dotless: String = preferred
         .chars()
         .map(|c| if c == '.' { '-' } else { c })
         .take(63)
         .collect();
     let name = dotless.trim_end_matches('-');
-    if is_dns_label(name) && taken.iter().all(|v| v.name != name) {
-        name.to_owned()
-    } else {
-        format!("volume-{index}")
+    if free(name) {
+        return name.to_owned();
     }
+    let fallback = format!("volume-{index}");
+    (1..)
+        .map(|k| match k {
+            1 => fallback.clone(),
+            k => format!("{fallback}-{k}"),
+        })
+        .find(|n| free(n))
+        .unwrap_or(fallback)
 }
 
 fn is_dns_label(s: &str) -> bool {

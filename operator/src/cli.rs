@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::spec::commands as spec_cmd;
 
+mod export;
+
 /// dockop: run containers on a plain Docker host the way Kubernetes runs them — declared, reconciled,
 /// health-gated, rolled back.
 #[derive(Debug, Parser)]
@@ -110,6 +112,31 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9401")]
         metrics_listen: String,
     },
+    /// Convert objects into another system's manifests, printed on stdout (warnings on stderr).
+    #[command(subcommand)]
+    Export(ExportTarget),
+}
+
+/// What `dockop export` converts to.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ExportTarget {
+    /// A Deployment, a Service, a Secret skeleton and PersistentVolumeClaims per object, as one
+    /// multi-document YAML; exit 0 (also with warnings), 1 on invalid input.
+    Kubernetes(KubernetesArgs),
+}
+
+/// Flags of `dockop export kubernetes`.
+#[derive(Debug, Clone, Args)]
+pub struct KubernetesArgs {
+    /// Desired-state files or directories; `-` reads stdin.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Namespace set on every object (a DNS label).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Requested size of each PersistentVolumeClaim (a Kubernetes quantity).
+    #[arg(long, default_value = crate::export::kubernetes::DEFAULT_VOLUME_SIZE)]
+    pub volume_size: String,
 }
 
 /// Where desired state comes from, for one-shot commands.
@@ -169,6 +196,7 @@ pub fn main() -> ExitCode {
         Command::Validate { paths } => spec_cmd::validate(&paths),
         Command::Schema { crd } => spec_cmd::schema(crd),
         Command::HashPassword => spec_cmd::hash_password(),
+        Command::Export(ExportTarget::Kubernetes(args)) => export::kubernetes(&args),
         other => match tokio_runtime() {
             Ok(rt) => rt.block_on(crate::commands::run(cli.global, other)),
             Err(e) => {

@@ -36,9 +36,10 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
                 }
             }
         }
-        Command::Validate { .. } | Command::Schema { .. } | Command::HashPassword => {
-            ExitCode::FAILURE
-        }
+        Command::Validate { .. }
+        | Command::Schema { .. }
+        | Command::HashPassword
+        | Command::Export(_) => ExitCode::FAILURE,
     }
 }
 

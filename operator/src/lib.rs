@@ -7,6 +7,7 @@ pub mod controller;
 pub mod desired;
 pub mod engine;
 pub mod execute;
+pub mod export;
 pub mod fault;
 pub mod health;
 pub mod http;

@@ -405,6 +405,9 @@ pub fn evaluate(
                 s.container_state.as_deref().unwrap_or("unknown")
             ),
         )
+    } else if let Some(p) = s.probe.as_ref().filter(|p| !p.is_healthy()) {
+        // A failed probe is evidence, however old: say what it found (a hang shows as the timeout).
+        (false, p.describe())
     } else if age > max_age && s.period > interval {
         (
             false,

@@ -8,36 +8,52 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value, json};
 
-use super::load::load_paths;
+use super::load::{Loaded, load_paths};
 use super::validate::json_schema;
 
 /// `dockop validate PATH...`: exit 0 when valid (warnings printed), 1 when not.
 pub fn validate(paths: &[PathBuf]) -> ExitCode {
     let loaded = load_paths(paths);
+    if print_diagnostics(&loaded) {
+        let n = loaded.objects.len();
+        let noun = if n == 1 { "object" } else { "objects" };
+        eprintln!("{n} {noun} valid{}", warning_note(&loaded));
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Prints every finding of `loaded` on stderr, as `dockop validate` does, and when there are errors the
+/// `N errors in M files` line; true when `loaded` is valid.
+pub fn print_diagnostics(loaded: &Loaded) -> bool {
     let mut stderr = std::io::stderr().lock();
     for d in &loaded.diagnostics {
         let _ = writeln!(stderr, "{d}");
     }
     let errors = loaded.errors().count();
-    let warnings = loaded.warnings().count();
-    let warn_note = match warnings {
+    if errors == 0 {
+        return true;
+    }
+    let files: BTreeSet<&PathBuf> = loaded.errors().map(|d| &d.file).collect();
+    let (e, f) = (
+        if errors == 1 { "error" } else { "errors" },
+        if files.len() == 1 { "file" } else { "files" },
+    );
+    let _ = writeln!(
+        stderr,
+        "{errors} {e} in {} {f}{}",
+        files.len(),
+        warning_note(loaded)
+    );
+    false
+}
+
+fn warning_note(loaded: &Loaded) -> String {
+    match loaded.warnings().count() {
         0 => String::new(),
         1 => " (1 warning)".to_owned(),
         n => format!(" ({n} warnings)"),
-    };
-    if errors == 0 {
-        let n = loaded.objects.len();
-        let noun = if n == 1 { "object" } else { "objects" };
-        let _ = writeln!(stderr, "{n} {noun} valid{warn_note}");
-        ExitCode::SUCCESS
-    } else {
-        let files: BTreeSet<&PathBuf> = loaded.errors().map(|d| &d.file).collect();
-        let (e, f) = (
-            if errors == 1 { "error" } else { "errors" },
-            if files.len() == 1 { "file" } else { "files" },
-        );
-        let _ = writeln!(stderr, "{errors} {e} in {} {f}{warn_note}", files.len());
-        ExitCode::FAILURE
     }
 }
 

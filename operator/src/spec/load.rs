@@ -136,15 +136,139 @@ pub fn load_paths(paths: &[PathBuf]) -> Loaded {
     let mut diagnostics = Vec::new();
     let mut documents = Vec::new();
     for file in expand_paths(paths, &mut diagnostics) {
-        match read_file(&file) {
-            Ok(text) => match parse_documents(&file, &text) {
-                Ok(docs) => documents.extend(docs),
-                Err(d) => diagnostics.push(d),
-            },
-            Err(d) => diagnostics.push(d),
-        }
+        read_into(&file, &mut documents, &mut diagnostics);
     }
     finish(documents, diagnostics)
+}
+
+fn read_into(file: &Path, documents: &mut Vec<Document>, diagnostics: &mut Vec<Diagnostic>) {
+    match read_file(file) {
+        Ok(text) => parse_into(file, &text, documents, diagnostics),
+        Err(d) => diagnostics.push(d),
+    }
+}
+
+fn parse_into(
+    file: &Path,
+    text: &str,
+    documents: &mut Vec<Document>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    match parse_documents(file, text) {
+        Ok(docs) => documents.extend(docs),
+        Err(d) => diagnostics.push(d),
+    }
+}
+
+/// The name stdin is reported under when a path is `-`.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Where each field of one loaded object was written, for commands that report on fields after
+/// validation (`dockop export`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldPositions {
+    file: PathBuf,
+    root: Node,
+}
+
+impl FieldPositions {
+    /// The file the object was read from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// 1-based line and column of the key a dotted field path names (`spec.volumes[1].hostPath`), or
+    /// `None` when the file does not spell that field out (it has its default).
+    pub fn key_position(&self, field: &str) -> Option<(usize, usize)> {
+        let path = parse_field_path(field)?;
+        self.root.get(&path)?;
+        Some(self.root.key_position(&path))
+    }
+}
+
+/// `spec.volumes[1].hostPath` as path steps; `None` when it is not of that form.
+fn parse_field_path(field: &str) -> Option<Vec<Seg>> {
+    let mut path = Vec::new();
+    for part in field.split('.') {
+        let (key, indexes) = part
+            .split_once('[')
+            .map_or((part, ""), |(k, rest)| (k, rest));
+        if key.is_empty() {
+            return None;
+        }
+        path.push(Seg::Key(key.to_owned()));
+        if !indexes.is_empty() {
+            for index in indexes.trim_end_matches(']').split("][") {
+                path.push(Seg::Index(index.parse().ok()?));
+            }
+        }
+    }
+    Some(path)
+}
+
+/// Objects read from files, directories and stdin (a path of `-`, read at most once and reported as
+/// [`STDIN_NAME`]), validated exactly as [`load_paths`] does, with the field positions of every
+/// valid object (`positions[i]` belongs to `loaded.objects[i]`).
+#[derive(Debug, Clone, Default)]
+pub struct LoadedWithPositions {
+    /// What [`load_paths`] returns for the same input.
+    pub loaded: Loaded,
+    /// Field positions, one per object (`None` only if its document could not be found again).
+    pub positions: Vec<Option<FieldPositions>>,
+}
+
+/// Like [`load_paths`], also reading stdin for `-` (with `read_stdin`, called at most once) and
+/// keeping where each field of each valid object was written.
+pub fn load_with_positions(
+    paths: &[PathBuf],
+    read_stdin: impl FnOnce() -> std::io::Result<String>,
+) -> LoadedWithPositions {
+    let mut diagnostics = Vec::new();
+    let mut documents = Vec::new();
+    let mut read_stdin = Some(read_stdin);
+    for path in paths {
+        if path.as_os_str() != "-" {
+            for file in expand_paths(std::slice::from_ref(path), &mut diagnostics) {
+                read_into(&file, &mut documents, &mut diagnostics);
+            }
+            continue;
+        }
+        let stdin = Path::new(STDIN_NAME);
+        let Some(read) = read_stdin.take() else {
+            continue;
+        };
+        match read() {
+            Ok(text) if text.len() as u64 > MAX_FILE_BYTES => {
+                diagnostics.push(too_large(stdin, text.len() as u64));
+            }
+            Ok(text) => parse_into(stdin, &text, &mut documents, &mut diagnostics),
+            Err(e) => diagnostics.push(Diagnostic::file_error(
+                stdin,
+                1,
+                1,
+                format!("cannot read stdin: {e}"),
+            )),
+        }
+    }
+    let roots: Vec<(PathBuf, Node)> = documents
+        .iter()
+        .map(|d| (d.file.clone(), d.root.clone()))
+        .collect();
+    let loaded = finish(documents, diagnostics);
+    let positions = loaded
+        .objects
+        .iter()
+        .map(|o| {
+            roots
+                .iter()
+                .find(|(file, root)| *file == o.file && root.line == o.line)
+                .map(|(file, root)| FieldPositions {
+                    file: file.clone(),
+                    root: root.clone(),
+                })
+        })
+        .collect();
+    LoadedWithPositions { loaded, positions }
 }
 
 /// Reads one YAML text (as if it were the file `file`) — for tests and the git source, which reads blobs.
@@ -678,6 +802,28 @@ mod tests {
             docs[0].json,
             serde_json::json!({"a": 1, "b": {"c": ["x", {"d": true}], "e": "s"}})
         );
+    }
+
+    #[test]
+    fn field_positions_from_stdin() {
+        let text = "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata: {name: a}\nspec:\n  image: web:v1\n  volumes:\n    - {name: d, mountPath: /d}\n    - {hostPath: /srv, mountPath: /srv}\n";
+        let mut reads = 0;
+        let read = load_with_positions(&[PathBuf::from("-"), PathBuf::from("-")], || {
+            reads += 1;
+            Ok(text.to_owned())
+        });
+        assert_eq!(reads, 1);
+        assert!(read.loaded.is_valid(), "{:?}", read.loaded.diagnostics);
+        assert_eq!(read.loaded.objects.len(), 1);
+        let p = read.positions[0].as_ref().unwrap();
+        assert_eq!(p.file(), Path::new(STDIN_NAME));
+        assert_eq!(p.key_position("spec.volumes[1].hostPath"), Some((8, 8)));
+        assert_eq!(p.key_position("spec.image"), Some((5, 3)));
+        assert_eq!(p.key_position("spec.init"), None);
+        assert_eq!(p.key_position("spec..x"), None);
+        let broken = load_with_positions(&[PathBuf::from("-")], || Ok("a: [".to_owned()));
+        assert!(!broken.loaded.is_valid());
+        assert_eq!(broken.loaded.diagnostics[0].file, Path::new(STDIN_NAME));
     }
 
     #[test]

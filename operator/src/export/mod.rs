@@ -1,0 +1,3 @@
+//! The way out: `Container` objects converted to other systems' manifests (pure; the CLI prints).
+
+pub mod kubernetes;

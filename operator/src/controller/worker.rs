@@ -232,6 +232,13 @@ impl Worker {
             Ok(a) => a,
             Err(e) => return JobResult::PruneFailed(e),
         };
+        // A start-first object's host ports belong to dockop proxy: close them first. No proxy running
+        // means no route to close.
+        let switch = crate::switch::SwitchClient::in_state_dir(self.ctx.store.dir());
+        match switch.remove(name).await {
+            Ok(()) | Err(crate::switch::SwitchError::NotRunning(_)) => {}
+            Err(e) => tracing::warn!(object = name, "cannot remove the proxy route: {e}"),
+        }
         let mut removed = 0;
         for c in all.iter().filter(|c| c.label(LABEL_NAME) == Some(name)) {
             // Volumes are never removed, not even anonymous ones.

@@ -290,20 +290,7 @@ pub async fn run(state_dir: &Path, metrics_listen: &str) -> Result<(), ProxyErro
         .map_err(|e| ProxyError::State(std::io::Error::other(e)))?
         .map_err(ProxyError::State)?
     };
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(5)));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
-    let proxy = Arc::new(Proxy {
-        routes_path,
-        table: Mutex::new(RouteTable::default()),
-        live: RwLock::new(HashMap::new()),
-        client,
-        metrics: ProxyMetrics::new(),
-        connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-    });
+    let proxy = Proxy::new(routes_path);
     // Serve what was persisted before anything else: app traffic comes back first.
     for (name, route) in table.routes {
         if let Err(e) = Arc::clone(&proxy).switch(&name, route).await {
@@ -375,6 +362,24 @@ async fn bind_admin(socket: &Path) -> Result<tokio::net::UnixListener, ProxyErro
 }
 
 impl Proxy {
+    /// A proxy with no routes yet that persists them to `routes_path`.
+    fn new(routes_path: PathBuf) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Arc::new(Proxy {
+            routes_path,
+            table: Mutex::new(RouteTable::default()),
+            live: RwLock::new(HashMap::new()),
+            client,
+            metrics: ProxyMetrics::new(),
+            connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        })
+    }
+
     /// Points `name` at `route`: binds new listeners, swaps the upstream, persists, drains the previous
     /// upstream (at most `drain_seconds`), then cuts what is left on it.
     async fn switch(self: Arc<Self>, name: &str, route: Route) -> Result<SwitchReport, String> {
@@ -783,5 +788,239 @@ async fn metrics_text(State(p): State<Arc<Proxy>>) -> Response {
         )
             .into_response(),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream on `ip:port` that names itself: `/v` answers its name, `/sse` streams a line every
+    /// 50 ms forever, `/ws` upgrades and echoes.
+    async fn upstream(ip: &str, port: u16, me: &'static str) -> u16 {
+        let l = TcpListener::bind((ip, port)).await.expect("bind upstream");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { return };
+                tokio::spawn(async move {
+                    let svc =
+                        hyper::service::service_fn(move |mut req: Request<Incoming>| async move {
+                            let resp: hyper::Response<ProxyBody> = match req.uri().path() {
+                                "/sse" => {
+                                    let (tx, rx) = tokio::sync::mpsc::channel::<
+                                        Result<Frame<Bytes>, hyper::Error>,
+                                    >(4);
+                                    tokio::spawn(async move {
+                                        loop {
+                                            if tx
+                                                .send(Ok(Frame::data(Bytes::from_static(
+                                                    b"data: tick\n\n",
+                                                ))))
+                                                .await
+                                                .is_err()
+                                            {
+                                                return;
+                                            }
+                                            tokio::time::sleep(Duration::from_millis(50)).await;
+                                        }
+                                    });
+                                    let body = http_body_util::StreamBody::new(
+                                        tokio_stream::wrappers::ReceiverStream::new(rx),
+                                    );
+                                    hyper::Response::new(body.boxed_unsync())
+                                }
+                                "/ws" => {
+                                    let up = hyper::upgrade::on(&mut req);
+                                    tokio::spawn(async move {
+                                        if let Ok(io) = up.await {
+                                            let mut io = TokioIo::new(io);
+                                            let mut buf = [0u8; 64];
+                                            while let Ok(n) = io.read(&mut buf).await {
+                                                if n == 0 || io.write_all(&buf[..n]).await.is_err()
+                                                {
+                                                    return;
+                                                }
+                                            }
+                                        }
+                                    });
+                                    let mut r = hyper::Response::new(
+                                        Empty::<Bytes>::new()
+                                            .map_err(|n| match n {})
+                                            .boxed_unsync(),
+                                    );
+                                    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                                    r.headers_mut().insert(
+                                        header::UPGRADE,
+                                        HeaderValue::from_static("websocket"),
+                                    );
+                                    r.headers_mut().insert(
+                                        header::CONNECTION,
+                                        HeaderValue::from_static("upgrade"),
+                                    );
+                                    r
+                                }
+                                _ => plain(StatusCode::OK, me),
+                            };
+                            Ok::<_, Infallible>(resp)
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(s), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        port
+    }
+
+    fn route(listen: &str, ip: &str, id: &str, port: u16, drain: u32) -> Route {
+        Route {
+            listeners: vec![switch::Listener {
+                listen: listen.to_owned(),
+                container_port: port,
+            }],
+            upstream: ip.to_owned(),
+            container_id: id.to_owned(),
+            drain_seconds: drain,
+        }
+    }
+
+    async fn get(
+        sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+        path: &str,
+    ) -> String {
+        let req = Request::get(path)
+            .header(header::HOST, "app")
+            .body(Empty::<Bytes>::new())
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("answer");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn keep_alive_moves_per_request_streams_drain_then_are_cut_websockets_pass() {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = upstream("127.0.0.1", 0, "A").await;
+        upstream("127.0.0.2", port, "B").await;
+        let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listen = front.local_addr().expect("addr").to_string();
+        drop(front);
+        let proxy = Proxy::new(dir.path().join(switch::ROUTES_NAME));
+        Arc::clone(&proxy)
+            .switch("web", route(&listen, "127.0.0.1", "a", port, 1))
+            .await
+            .expect("route");
+
+        // One keep-alive connection: its next request after the switch goes to the new upstream.
+        let stream = tokio::net::TcpStream::connect(&listen)
+            .await
+            .expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        assert_eq!(get(&mut sender, "/v").await, "A");
+
+        // An SSE stream opened on A stays on A through the switch, until the drain deadline cuts it.
+        let sse = tokio::net::TcpStream::connect(&listen)
+            .await
+            .expect("connect");
+        let (mut sse_sender, sse_conn) = hyper::client::conn::http1::handshake(TokioIo::new(sse))
+            .await
+            .expect("handshake");
+        tokio::spawn(sse_conn);
+        let resp = sse_sender
+            .send_request(
+                Request::get("/sse")
+                    .header(header::HOST, "app")
+                    .body(Empty::<Bytes>::new())
+                    .expect("req"),
+            )
+            .await
+            .expect("sse answer");
+        let mut sse_body = resp.into_body();
+        assert!(sse_body.frame().await.is_some(), "the stream flows");
+
+        // A WebSocket to A: upgraded and echoed.
+        let mut ws = tokio::net::TcpStream::connect(&listen)
+            .await
+            .expect("connect");
+        ws.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: app\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let mut head = vec![0u8; 1024];
+        let n = ws.read(&mut head).await.expect("read");
+        assert!(
+            String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head[..n])
+        );
+        ws.write_all(b"ping").await.expect("write");
+        let mut echo = [0u8; 4];
+        ws.read_exact(&mut echo).await.expect("echo");
+        assert_eq!(&echo, b"ping");
+
+        let t = Instant::now();
+        let report = Arc::clone(&proxy)
+            .switch("web", route(&listen, "127.0.0.2", "b", port, 1))
+            .await
+            .expect("switch");
+        assert_eq!(report.previous.as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            report.left_open, 2,
+            "the stream and the websocket were still open at the deadline"
+        );
+        assert!(
+            t.elapsed() >= Duration::from_millis(900),
+            "waited for the drain"
+        );
+
+        assert_eq!(
+            get(&mut sender, "/v").await,
+            "B",
+            "same connection, next request: new upstream"
+        );
+        // Cut at the deadline: the stream ends, the websocket closes.
+        let ended = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(f) = sse_body.frame().await {
+                if f.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "the SSE stream was cut");
+        let closed = tokio::time::timeout(Duration::from_secs(2), ws.read(&mut echo)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the websocket was closed: {closed:?}"
+        );
+
+        // Persisted: a new proxy on the same routes file serves B.
+        let table = switch::load_routes(&dir.path().join(switch::ROUTES_NAME)).expect("routes");
+        assert_eq!(table.routes["web"].upstream, "127.0.0.2");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
     }
 }

@@ -38,14 +38,7 @@ pub struct GlobalArgs {
     pub verbose: u8,
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// Output format for `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

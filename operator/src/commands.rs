@@ -60,8 +60,8 @@ pub fn open_store(global: &GlobalArgs) -> Result<Store, ExitCode> {
 
 /// Takes the state directory's lock for a command that changes status (`apply`, `rollback`, `retry`):
 /// they must not race a `dockop run` (or each other) on the same objects.
-fn lock_state(store: &Store) -> Result<crate::controller::lock::StateLock, ExitCode> {
-    use crate::controller::lock::{LockError, acquire};
+fn lock_state(store: &Store) -> Result<crate::lock::StateLock, ExitCode> {
+    use crate::lock::{LockError, acquire};
     acquire(store.dir()).map_err(|e| {
         match e {
             LockError::Held { path, .. } => eprintln!(

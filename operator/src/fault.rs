@@ -4,7 +4,7 @@
 //! `preflight-started` (the candidate runs). Honoured only in debug builds or with the `fault-injection`
 //! feature; release builds compile it away.
 
-use crate::plan::Step;
+use std::fmt::Display;
 
 /// Aborts when `DOCKOP_FAULT_ABORT_AT` names `point`.
 pub fn point(point: &str) {
@@ -18,7 +18,7 @@ pub fn point(point: &str) {
 }
 
 /// Called by the executor after each plan step (1-based).
-pub fn after_step(n: usize, step: &Step) {
+pub fn after_step(n: usize, step: &dyn Display) {
     #[cfg(any(debug_assertions, feature = "fault-injection"))]
     if std::env::var_os("DOCKOP_FAULT_ABORT_AT").is_some() {
         tracing::debug!(step = %step, "fault point step-{n}");

@@ -37,8 +37,8 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::controller::shared::{Shared, Trigger};
 use crate::monitor::{self, Board, ObjectHealth, Watcher, evaluate};
+use crate::shared::{Shared, Trigger};
 use crate::spec::Container;
 use crate::telemetry::{OPENMETRICS_CONTENT_TYPE, metrics};
 

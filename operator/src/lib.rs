@@ -1,6 +1,7 @@
 //! dockop: a Kubernetes-style operator for plain Docker hosts. Desired state in YAML, a reconcile loop
 //! against the Docker engine, health-gated updates with preflight and automatic rollback.
 
+pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod controller;
@@ -11,12 +12,14 @@ pub mod export;
 pub mod fault;
 pub mod health;
 pub mod http;
+pub mod lock;
 pub mod memory;
 pub mod monitor;
 pub mod observe;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;
+pub mod shared;
 pub mod source;
 pub mod spec;
 pub mod status;

@@ -40,10 +40,10 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::controller::shared::Shared;
 use crate::engine::{ContainerInfo, Engine, LABEL_NAME};
 use crate::health::{ProbeAuth, ProbeResult, probe, probe_address};
 use crate::observe::digest_of;
+use crate::shared::Shared;
 use crate::spec::{Container, ContainerSpec};
 use crate::telemetry::{Metrics, metrics};
 

@@ -1,6 +1,15 @@
 //! Logging (tracing) set-up and the Prometheus metrics every module reports to.
 
-use crate::cli::LogFormat;
+use clap::ValueEnum;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Libraries whose debug lines carry secrets (the engine client logs create requests with their
 /// environment values; hyper, h2 and hyper-util log headers and bodies): kept at `info` at any `-v`, and

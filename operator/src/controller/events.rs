@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::backoff::Backoff;
-use super::shared::Shared;
+use crate::backoff::Backoff;
 use crate::engine::{Engine, EngineEvent};
+use crate::shared::Shared;
 
 /// Engine actions that may mean a managed container drifted from its desired state.
 pub const RELEVANT_ACTIONS: &[&str] = &["die", "destroy", "stop", "oom", "health_status", "kill"];

@@ -6,12 +6,11 @@
 //! The loop is the only owner of the desired state and the queue; sources, the events watcher and HTTP
 //! talk to it over channels; reconciles run on spawned tasks and report back.
 
-pub mod backoff;
 pub mod events;
-pub mod lock;
 pub mod queue;
-pub mod shared;
 pub mod worker;
+
+pub use crate::{backoff, lock, shared};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::ExitCode;
@@ -26,13 +25,13 @@ use tokio::time::{Instant, sleep_until};
 use self::backoff::{Backoff, jitter};
 use self::events::{EngineSignal, RELEVANT_ACTIONS};
 use self::queue::{Action, Request, WorkQueue};
-use self::shared::{Shared, Trigger};
 use self::worker::{Job, JobResult, Worker};
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::commands::{connect, open_store};
 use crate::execute::Outcome;
 use crate::http::{HttpConfig, serve};
 use crate::reconcile::{Ctx, ReconcileError};
+use crate::shared::{Shared, Trigger};
 use crate::source::DesiredState;
 use crate::source::file::FileSource;
 use crate::source::git::{GitConfig, GitSource};

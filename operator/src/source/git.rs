@@ -306,7 +306,7 @@ impl GitSource {
         tx: mpsc::Sender<DesiredState>,
         mut now: mpsc::UnboundedReceiver<()>,
     ) {
-        let mut failures = crate::controller::backoff::Backoff::new(
+        let mut failures = crate::backoff::Backoff::new(
             Duration::from_secs(1),
             self.cfg.poll.max(Duration::from_secs(1)),
             0.2,
@@ -330,7 +330,7 @@ impl GitSource {
                 }
             };
             tokio::select! {
-                _ = tokio::time::sleep(crate::controller::backoff::jitter(wait, 0.1)) => {}
+                _ = tokio::time::sleep(crate::backoff::jitter(wait, 0.1)) => {}
                 got = now.recv() => {
                     if got.is_none() { return; }
                     while now.try_recv().is_ok() {}

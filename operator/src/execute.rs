@@ -416,20 +416,11 @@ impl<'a> Executor<'a> {
             if let Err(e) = self.engine.remove(&id, true).await {
                 tracing::warn!(object = %self.desired.name, error = %e, "cannot remove the failed candidate; removed at the next reconcile");
             }
-            Metrics::inc(&m.updates_total, self.name(), "result", "rolled_back");
-            Metrics::inc(&m.rollbacks_total, self.name(), "reason", phase.as_str());
-            self.record(
-                plan,
-                "update",
-                "rolled_back",
-                format!("{}: {reason}", phase.as_str()),
-                elapsed,
-            );
             self.say(&format!(
                 "{} failed: {reason}; start-first: traffic never left the running container, the candidate is removed",
                 phase.as_str()
             ));
-            return Outcome::RolledBack { phase, reason };
+            return self.rolled_back(plan, phase, reason, elapsed);
         }
         let can_roll_back = self.previous.is_some() || self.stopped_active.is_some();
         if !self.touched
@@ -468,17 +459,8 @@ impl<'a> Executor<'a> {
         ));
         match self.roll_back().await {
             Ok(()) => {
-                Metrics::inc(&m.updates_total, self.name(), "result", "rolled_back");
-                Metrics::inc(&m.rollbacks_total, self.name(), "reason", phase.as_str());
-                self.record(
-                    plan,
-                    "update",
-                    "rolled_back",
-                    format!("{}: {reason}", phase.as_str()),
-                    elapsed,
-                );
                 self.say("rolled back: the previous container serves again");
-                Outcome::RolledBack { phase, reason }
+                self.rolled_back(plan, phase, reason, elapsed)
             }
             Err(e) => {
                 Metrics::inc(&m.updates_total, self.name(), "result", "failed");
@@ -490,6 +472,22 @@ impl<'a> Executor<'a> {
                 }
             }
         }
+    }
+
+    /// Counts and records a change that failed in `phase` while the previous version kept or got back
+    /// the traffic.
+    fn rolled_back(&mut self, plan: &Plan, phase: Phase, reason: String, elapsed: f64) -> Outcome {
+        let m = metrics();
+        Metrics::inc(&m.updates_total, self.name(), "result", "rolled_back");
+        Metrics::inc(&m.rollbacks_total, self.name(), "reason", phase.as_str());
+        self.record(
+            plan,
+            "update",
+            "rolled_back",
+            format!("{}: {reason}", phase.as_str()),
+            elapsed,
+        );
+        Outcome::RolledBack { phase, reason }
     }
 
     /// Removes the candidate and brings the previous container back under the object's name.

@@ -28,7 +28,8 @@ D=$ROOT/target/release/dockop
 SWARM_INIT=0
 PROBE_PID=
 
-say() { printf '%s\n' "$*" >&2; }
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
 
 cleanup() {
   [ -n "$PROBE_PID" ] && kill "$PROBE_PID" 2>/dev/null || true
@@ -44,15 +45,7 @@ trap cleanup EXIT
 tests/testbed/up >/dev/null
 cargo build --release -q -p dockop
 
-push_tag() { docker tag "$1" "$TAG" && docker push -q "$TAG" >/dev/null; }
 
-wait_healthy() { # url [seconds]
-  local url=$1 deadline=$(( $(date +%s) + ${2:-90} ))
-  until curl -sf -m 1 "$url" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || { say "timeout waiting for $url"; return 1; }
-    sleep 0.1
-  done
-}
 
 # measure NAME URL COMMAND...: runs COMMAND while probing URL; stores the probe summary and the command's
 # wall time in $WORK/NAME.json and $WORK/NAME.secs. SETTLE seconds of probing continue after it.

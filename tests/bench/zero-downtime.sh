@@ -32,7 +32,8 @@ CACHE=/var/cache/dockop-testbed
 SWARM_INIT=0
 PIDS=()
 
-say() { printf '%s\n' "$*" >&2; }
+# shellcheck source=tests/bench/lib.sh
+. tests/bench/lib.sh
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -57,14 +58,6 @@ if [ ! -x "$CADDY" ]; then
   dpkg -x "$(ls -t "$CACHE"/caddy_*.deb | head -1)" "$CACHE/caddy"
 fi
 
-push_tag() { docker tag "$1" "$TAG" && docker push -q "$TAG" >/dev/null; }
-wait_healthy() { # url [seconds]
-  local url=$1 deadline=$(( $(date +%s) + ${2:-90} ))
-  until curl -sf -m 1 "$url" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$deadline" ] || { say "timeout waiting for $url"; return 1; }
-    sleep 0.1
-  done
-}
 
 # under_load NAME PORT COMMAND...: wrk + the 50 ms prober on PORT while COMMAND runs, then 3 s more.
 under_load() {

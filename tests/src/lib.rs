@@ -520,6 +520,18 @@ impl TestEnv {
     /// A Container spec `name` for the busybox web images, published on 127.0.0.1:`host_port`, health
     /// checked every second, no preflight (for tests of the loop rather than of the update).
     pub fn web_spec(&self, name: &str, image: &str, host_port: u16) -> String {
+        self.web_spec_updating(name, image, host_port, "preflight: false")
+    }
+
+    /// [`TestEnv::web_spec`] with `update` as the body of `spec.update` (flow-style fields, e.g.
+    /// `"preflight: false, strategy: start-first"`).
+    pub fn web_spec_updating(
+        &self,
+        name: &str,
+        image: &str,
+        host_port: u16,
+        update: &str,
+    ) -> String {
         format!(
             "apiVersion: dockop.dev/v1alpha1
 kind: Container
@@ -535,8 +547,7 @@ spec:
     port: {WEB_PORT}
     intervalSeconds: 1
     startupDeadlineSeconds: 20
-  update:
-    preflight: false
+  update: {{{update}}}
   init: true
   stopTimeoutSeconds: 2
 ",

@@ -459,18 +459,7 @@ fn health_follows_the_app_within_two_probe_intervals() {
 
     // 3. The app hangs (accepts, never answers; probe timeout 2 s): 503 within two intervals, and every
     //    /health answer stays immediate.
-    docker_ok(["exec", &name, "sh", "-c", "kill $(pidof httpd)"]);
-    docker_ok([
-        "exec",
-        "-d",
-        &name,
-        "nc",
-        "-ll",
-        "-p",
-        &WEB_PORT.to_string(),
-        "-e",
-        "/srv/tarpit",
-    ]);
+    hang(&name);
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut went_503 = None;
@@ -527,18 +516,7 @@ fn health_after_idle_spells_is_200_for_a_healthy_app_and_503_for_a_hung_one() {
         assert_eq!(all.json()["objects"][&name]["version"], "1");
     }
     // The app hangs (accepts, never answers) during the next idle spell.
-    docker_ok(["exec", &name, "sh", "-c", "kill $(pidof httpd)"]);
-    docker_ok([
-        "exec",
-        "-d",
-        &name,
-        "nc",
-        "-ll",
-        "-p",
-        &WEB_PORT.to_string(),
-        "-e",
-        "/srv/tarpit",
-    ]);
+    hang(&name);
     std::thread::sleep(Duration::from_secs(45));
     let t = Instant::now();
     let (code, body) = op.health(&name);
@@ -553,6 +531,23 @@ fn health_after_idle_spells_is_200_for_a_healthy_app_and_503_for_a_hung_one() {
         took < Duration::from_secs(5),
         "the first request after the idle spell waited {took:?}"
     );
+}
+
+/// Makes the web app in container `name` hang: its server is replaced by one that accepts connections
+/// and never answers.
+fn hang(name: &str) {
+    docker_ok(["exec", name, "sh", "-c", "kill $(pidof httpd)"]);
+    docker_ok([
+        "exec",
+        "-d",
+        name,
+        "nc",
+        "-ll",
+        "-p",
+        &WEB_PORT.to_string(),
+        "-e",
+        "/srv/tarpit",
+    ]);
 }
 
 /// The value of `metric{name="<object>"}` (0 when absent).

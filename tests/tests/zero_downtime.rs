@@ -171,29 +171,11 @@ spec:
 }
 
 fn web_spec(env: &TestEnv, name: &str, image: &str, port: u16) -> String {
-    format!(
-        "apiVersion: dockop.dev/v1alpha1
-kind: Container
-metadata:
-  name: {name}
-  labels: {labels}
-spec:
-  image: {image}
-  ports:
-    - {{containerPort: {WEB_PORT}, hostPort: {port}, hostIP: 127.0.0.1}}
-  health:
-    path: {HEALTH_PATH}
-    port: {WEB_PORT}
-    intervalSeconds: 1
-    startupDeadlineSeconds: 20
-  update:
-    strategy: start-first
-    drainSeconds: 2
-    preflight: false
-  init: true
-  stopTimeoutSeconds: 2
-",
-        labels = env.labels_yaml(),
+    env.web_spec_updating(
+        name,
+        image,
+        port,
+        "preflight: false, strategy: start-first, drainSeconds: 2",
     )
 }
 

@@ -12,6 +12,7 @@ use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
 use crate::spec::load::{Loaded, load_paths};
+use crate::spec::order::start_layers;
 use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir};
 
 /// Exit code of `plan` when changes are pending.
@@ -201,31 +202,70 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
             store.save_last_applied(o);
         }
     }
-    // Objects are independent: reconcile them concurrently, a few at a time.
-    let results: Vec<_> = {
-        use futures_util::StreamExt;
-        futures_util::stream::iter(
-            objects
+    // dependsOn order: each layer after the one before it, its objects concurrently (a few at a time); an
+    // object whose dependency did not converge is left alone. A dry run plans every object.
+    let mut results: Vec<Option<Result<Report, String>>> = vec![None; objects.len()];
+    let mut not_ready: Vec<String> = Vec::new();
+    for layer in start_layers(&objects) {
+        let mut run = Vec::new();
+        for i in layer {
+            let Some(o) = objects.get(i) else { continue };
+            let blocked: Vec<&str> = o
+                .spec
+                .depends_on
                 .iter()
-                .map(|o| reconcile(&ctx, o, Some(&all), &opts)),
-        )
-        .buffered(4)
-        .collect()
-        .await
-    };
+                .filter(|d| not_ready.contains(d))
+                .map(String::as_str)
+                .collect();
+            if blocked.is_empty() || dry_run {
+                run.push(i);
+            } else {
+                not_ready.push(o.name().to_owned());
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(Err(format!(
+                        "waiting: dependency {} is not Ready; nothing was changed",
+                        blocked.join(", ")
+                    )));
+                }
+            }
+        }
+        let done: Vec<_> = {
+            use futures_util::StreamExt;
+            futures_util::stream::iter(
+                run.iter()
+                    .filter_map(|i| objects.get(*i))
+                    .map(|o| reconcile(&ctx, o, Some(&all), &opts)),
+            )
+            .buffered(4)
+            .collect()
+            .await
+        };
+        for (i, r) in run.into_iter().zip(done) {
+            let r = r.map_err(|e| format!("error: {e}"));
+            if !r.as_ref().is_ok_and(Report::converged)
+                && let Some(o) = objects.get(i)
+            {
+                not_ready.push(o.name().to_owned());
+            }
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
     let mut ok = true;
     let mut changes = false;
     for (o, r) in objects.iter().zip(results) {
         match r {
-            Err(e) => {
+            None => {}
+            Some(Err(e)) => {
                 ok = false;
-                println!("{}: error: {e}", o.metadata.name);
+                println!("{}: {e}", o.metadata.name);
             }
-            Ok(report) if dry_run => {
+            Some(Ok(report)) if dry_run => {
                 changes |= report.plan.changes();
                 print_plan(&report);
             }
-            Ok(report) => {
+            Some(Ok(report)) => {
                 ok &= report.converged();
                 println!("{}: {}", report.name, describe_outcome(&report));
             }

@@ -200,6 +200,14 @@ pub struct Controller {
     touched: HashMap<String, Instant>,
     /// Error backoff per object.
     backoffs: HashMap<String, Backoff>,
+    /// Objects whose last reconcile converged: a dependent (`dependsOn`) waits until its dependencies are
+    /// in here.
+    ready: BTreeSet<String>,
+    /// Objects held back until their dependencies are ready; requested again when one becomes ready.
+    waiting: BTreeSet<String>,
+    /// Objects that left the source and are not pruned yet, as last seen: `--prune` removes a dependent
+    /// before what it depends on. Empty after a restart (then the order is by name).
+    departed: BTreeMap<String, Arc<Container>>,
     /// Objects still to reconcile once before `first_sync_done`; `None` before the source's first state.
     first_pending: Option<BTreeSet<String>>,
     tasks: JoinSet<(String, JobResult)>,
@@ -230,6 +238,9 @@ impl Controller {
             orphaned: BTreeSet::new(),
             touched: HashMap::new(),
             backoffs: HashMap::new(),
+            ready: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            departed: BTreeMap::new(),
             first_pending: None,
             tasks: JoinSet::new(),
             rescan,
@@ -325,12 +336,69 @@ impl Controller {
                 self.first_done(&name);
                 continue;
             };
+            if let Some(dep) = self.blocked_by(&name, &job) {
+                tracing::info!(object = %name, dependency = %dep, "waiting for a dependency to be Ready");
+                self.waiting.insert(name.clone());
+                self.queue.done(&name, Action::await_change(), now);
+                self.first_done(&name);
+                continue;
+            }
             let touched = self.touched.get(&name).copied();
             let worker = self.worker.clone();
             self.tasks.spawn(async move {
                 let result = worker.run(&name, job, touched).await;
                 (name, result)
             });
+        }
+    }
+
+    /// The first dependency that holds `job` back: for a reconcile, one of its `dependsOn` that is in the
+    /// source and not ready; for a prune, an object that left the source too, still exists and depends on
+    /// `name` (it goes first).
+    fn blocked_by(&self, name: &str, job: &Job) -> Option<String> {
+        match job {
+            Job::Reconcile { object, .. } => object
+                .spec
+                .depends_on
+                .iter()
+                .find(|d| self.desired.contains_key(*d) && !self.ready.contains(*d))
+                .cloned(),
+            Job::Prune => self
+                .departed
+                .iter()
+                .find(|(other, o)| {
+                    other.as_str() != name
+                        && self.known.contains(*other)
+                        && o.spec.depends_on.iter().any(|d| d == name)
+                })
+                .map(|(other, _)| other.clone()),
+            Job::Orphan { .. } => None,
+        }
+    }
+
+    /// `name` became ready or was pruned: request what waited for it.
+    fn release_waiting(&mut self, name: &str, now: Instant) {
+        let released: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|w| {
+                self.desired
+                    .get(*w)
+                    .is_some_and(|o| o.spec.depends_on.iter().any(|d| d == name))
+            })
+            .cloned()
+            .collect();
+        for w in released {
+            self.waiting.remove(&w);
+            self.queue.request(&w, Request::Now, now);
+        }
+        // A prune that waited for this one (its dependent) may go now.
+        if let Some(gone) = self.departed.remove(name) {
+            for d in &gone.spec.depends_on {
+                if self.departed.contains_key(d) {
+                    self.queue.request(d, Request::Now, now);
+                }
+            }
         }
     }
 
@@ -361,6 +429,20 @@ impl Controller {
     fn finished(&mut self, name: &str, result: JobResult) {
         let now = Instant::now();
         log_result(name, &result);
+        match &result {
+            JobResult::Reconciled(report) if report.converged() => {
+                if self.ready.insert(name.to_owned()) {
+                    self.release_waiting(name, now);
+                }
+            }
+            JobResult::Pruned { .. } => {
+                self.ready.remove(name);
+                self.release_waiting(name, now);
+            }
+            _ => {
+                self.ready.remove(name);
+            }
+        }
         let action = match &result {
             JobResult::Reconciled(report) => {
                 if report.plan.changes() || !matches!(report.outcome, Some(Outcome::Converged)) {
@@ -444,6 +526,12 @@ impl Controller {
             .collect();
         let revision_changed =
             self.revision.as_deref() != Some(state.revision.as_str()) && !state.revision.is_empty();
+        for (name, o) in &self.desired {
+            if !new.contains_key(name) {
+                self.departed.insert(name.clone(), Arc::clone(o));
+            }
+        }
+        self.departed.retain(|name, _| !new.contains_key(name));
         for (name, o) in &new {
             let changed = !self.desired.get(name).is_some_and(|d| Arc::ptr_eq(d, o))
                 || self.invalid.get(name) != state.invalid.get(name);

@@ -826,6 +826,74 @@ mod tests {
         h.task.await.expect("controller ends");
     }
 
+    fn depending(name: &str, on: &str) -> Container {
+        let mut o = object(name);
+        o.spec.depends_on = vec![on.to_owned()];
+        o
+    }
+
+    fn position(calls: &[String], call: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("no `{call}` in {calls:?}"))
+    }
+
+    #[tokio::test]
+    async fn dependents_wait_for_ready_and_are_pruned_first() {
+        let mut h = start(true);
+        // The dependency's first create fails: the dependent is not created meanwhile.
+        h.fake.fail_next(
+            crate::engine::Op::Create,
+            crate::engine::EngineError::Other {
+                op: crate::engine::Op::Create,
+                message: "boom".into(),
+            },
+        );
+        h.source
+            .send(state(
+                vec![depending("proxy", "app"), object("app")],
+                "r1",
+                &[],
+            ))
+            .await
+            .expect("send");
+        eventually("app failed once", || {
+            h.fake.count(crate::engine::Op::Create) >= 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            h.fake.by_name("proxy").is_none(),
+            "proxy created before app was Ready"
+        );
+        // The retry (backoff, about 1 s) creates app; then proxy follows.
+        eventually("both running", || {
+            h.fake.by_name("proxy").is_some_and(|c| c.is_running())
+                && h.fake.by_name("app").is_some_and(|c| c.is_running())
+        })
+        .await;
+        let calls = h.fake.take_calls();
+        assert!(
+            position(&calls, "start app") < position(&calls, "create proxy"),
+            "{calls:?}"
+        );
+
+        // Both leave the source: proxy goes first.
+        h.source.send(state(vec![], "r2", &[])).await.expect("send");
+        eventually("both pruned", || {
+            h.fake.by_name("proxy").is_none() && h.fake.by_name("app").is_none()
+        })
+        .await;
+        let calls = h.fake.take_calls();
+        assert!(
+            position(&calls, "remove proxy") < position(&calls, "remove app"),
+            "{calls:?}"
+        );
+        h.stop.take().map(|s| s.send(()));
+        h.task.await.expect("controller ends");
+    }
+
     #[tokio::test]
     async fn prunes_containers_and_status() {
         let mut h = start(true);

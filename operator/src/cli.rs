@@ -102,6 +102,17 @@ pub enum Command {
     },
     /// Read a password from stdin (no echo on a terminal) and print a yescrypt hash for `passwordHash`.
     HashPassword,
+    /// Compose services -> Container documents on stdout; what cannot be mapped, on stderr with
+    /// file:line. Exit 0 when everything was mapped, 1 when something was left out (output still printed).
+    Convert {
+        /// Compose file, then override files in order (`-` reads stdin).
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// Project name, the prefix of volume and network names (default: top-level `name:`, then
+        /// $COMPOSE_PROJECT_NAME, then the first file's directory name), as Compose names them.
+        #[arg(short = 'p', long = "project-name", env = "COMPOSE_PROJECT_NAME")]
+        project_name: Option<String>,
+    },
 }
 
 /// Where desired state comes from, for one-shot commands.
@@ -161,6 +172,10 @@ pub fn main() -> ExitCode {
         Command::Validate { paths } => spec_cmd::validate(&paths),
         Command::Schema { crd } => spec_cmd::schema(crd),
         Command::HashPassword => spec_cmd::hash_password(),
+        Command::Convert {
+            files,
+            project_name,
+        } => convert_cmd(&files, project_name),
         other => match tokio_runtime() {
             Ok(rt) => rt.block_on(crate::commands::run(cli.global, other)),
             Err(e) => {
@@ -168,6 +183,62 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `dockop convert`: reads the files (stdin for `-`) and `.env` next to the first, converts, prints.
+fn convert_cmd(files: &[PathBuf], project: Option<String>) -> ExitCode {
+    use std::io::Read;
+
+    use crate::convert::compose::{Env, Input, dotenv_vars};
+    let mut inputs = Vec::new();
+    for f in files {
+        let text = if f.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map(|_| s)
+        } else {
+            std::fs::read_to_string(f)
+        };
+        match text {
+            Ok(text) => inputs.push(Input {
+                path: f.clone(),
+                text,
+            }),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let first = files.first().cloned().unwrap_or_default();
+    let dotenv = std::fs::read_to_string(crate::convert::compose::base_dir(&first).join(".env"))
+        .map(|t| dotenv_vars(&t))
+        .unwrap_or_default();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let opts = crate::convert::Options {
+        project,
+        env: Env {
+            process: std::env::vars().collect(),
+            dotenv,
+        },
+        read_file: &read,
+    };
+    match crate::convert::convert(&inputs, &opts) {
+        Ok(out) => {
+            print!("{}", out.to_yaml());
+            for r in &out.reports {
+                eprintln!("{r}");
+            }
+            if out.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

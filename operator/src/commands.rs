@@ -27,9 +27,10 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
         Command::Run(args) => crate::controller::run(global, args).await,
-        Command::Validate { .. } | Command::Schema { .. } | Command::HashPassword => {
-            ExitCode::FAILURE
-        }
+        Command::Validate { .. }
+        | Command::Schema { .. }
+        | Command::HashPassword
+        | Command::Convert { .. } => ExitCode::FAILURE,
     }
 }
 

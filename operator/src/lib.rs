@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod commands;
 pub mod controller;
+pub mod convert;
 pub mod desired;
 pub mod engine;
 pub mod execute;

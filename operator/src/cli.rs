@@ -108,8 +108,8 @@ pub enum Command {
         /// Compose file, then override files in order (`-` reads stdin).
         #[arg(short = 'f', long = "file", required = true)]
         files: Vec<PathBuf>,
-        /// Project name, the prefix of volume and network names (default: top-level `name:`, then
-        /// $COMPOSE_PROJECT_NAME, then the first file's directory name), as Compose names them.
+        /// Project name, the prefix of volume and network names as Compose names them (default:
+        /// $COMPOSE_PROJECT_NAME, then the top-level `name:`, then the first file's directory name).
         #[arg(short = 'p', long = "project-name", env = "COMPOSE_PROJECT_NAME")]
         project_name: Option<String>,
     },

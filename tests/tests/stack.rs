@@ -219,3 +219,36 @@ fn opencode_behind_caddy_by_alias() {
     docker_ok(["volume", "inspect", &s.volume]);
     docker_ok(["network", "inspect", &s.net]);
 }
+
+/// `hostNetwork: true`: the app listens on the host itself; create, health gate and an update (with
+/// preflight, which runs on the default bridge so it does not clash with the running app's port) all
+/// probe it at 127.0.0.1.
+#[test]
+fn host_network_app_is_probed_on_loopback() {
+    let env = TestEnv::new("hostnet");
+    let name = env.name("web");
+    let port = env.free_port();
+    let spec = |image: &str| {
+        env.object_yaml(
+            &name,
+            image,
+            &format!(
+                "  command: [httpd, -f, -p, '{port}', -h, /www]
+  hostNetwork: true
+  health: {{path: {HEALTH_PATH}, port: {port}, startupDeadlineSeconds: 20}}
+  stopTimeoutSeconds: 2
+"
+            ),
+        )
+    };
+    let file = env.write("web.yaml", &spec(WEB_V1));
+    let file = file.to_str().unwrap();
+    env.dockop().run(["apply", "-f", file]).assert_success();
+    assert_eq!(served_version(port).as_deref(), Some("1"));
+    assert_eq!(inspect(&name, "{{.HostConfig.NetworkMode}}"), "host");
+    env.write("web.yaml", &spec(WEB_V2));
+    let out = env.dockop().run(["apply", "-f", file]);
+    out.assert_success();
+    assert!(out.stdout.contains("updated"), "{out}");
+    assert_eq!(served_version(port).as_deref(), Some("2"));
+}

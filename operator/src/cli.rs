@@ -121,6 +121,10 @@ pub struct SourceArgs {
     /// Desired-state files or directories.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Also remove the containers (never the volumes or networks) of objects this state directory
+    /// manages that are not in the files: dependents (`dependsOn`) first. `plan` lists them.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// Flags of `dockop run`.

@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use crate::cli::{Command, GlobalArgs, OutputFormat};
+use crate::cli::{Command, GlobalArgs, OutputFormat, SourceArgs};
 use crate::engine::docker::DockerEngine;
 use crate::execute::{Outcome, Reporter};
 use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
 use crate::spec::load::{Loaded, load_paths};
-use crate::spec::order::start_layers;
+use crate::spec::order::{removal_order, start_layers};
 use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir};
 
 /// Exit code of `plan` when changes are pending.
@@ -21,8 +21,8 @@ const EXIT_CHANGES: u8 = 2;
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     match command {
-        Command::Plan(src) => plan_or_apply(&global, &src.files, true).await,
-        Command::Apply(src) => plan_or_apply(&global, &src.files, false).await,
+        Command::Plan(src) => plan_or_apply(&global, &src, true).await,
+        Command::Apply(src) => plan_or_apply(&global, &src, false).await,
         Command::Status { name, output } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
@@ -161,8 +161,8 @@ fn describe_outcome(r: &Report) -> String {
     }
 }
 
-async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) -> ExitCode {
-    let Some(loaded) = load_valid(files) else {
+async fn plan_or_apply(global: &GlobalArgs, src: &SourceArgs, dry_run: bool) -> ExitCode {
+    let Some(loaded) = load_valid(&src.files) else {
         return ExitCode::FAILURE;
     };
     let store = match open_store(global) {
@@ -272,11 +272,55 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
             }
         }
     }
+    if src.prune {
+        let (pruned, prune_ok) = prune_missing(&ctx, &objects, dry_run).await;
+        changes |= pruned;
+        ok &= prune_ok;
+    }
     match (dry_run, ok, changes) {
         (_, false, _) => ExitCode::FAILURE,
         (true, true, true) => ExitCode::from(EXIT_CHANGES),
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// `--prune`: removes (or, for a dry run, lists) the objects this state directory manages that are not
+/// in `objects`, dependents first (from their last applied specs). Returns (anything to prune, all ok).
+async fn prune_missing(ctx: &Ctx, objects: &[Container], dry_run: bool) -> (bool, bool) {
+    let wanted: Vec<&str> = objects.iter().map(Container::name).collect();
+    let gone: Vec<String> = ctx
+        .store
+        .list()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| !wanted.contains(&n.as_str()))
+        .collect();
+    let last: Vec<Container> = gone
+        .iter()
+        .filter_map(|n| ctx.store.load_last_applied(n))
+        .collect();
+    let mut order = removal_order(&last);
+    let rest: Vec<String> = gone
+        .iter()
+        .filter(|n| !order.contains(n))
+        .cloned()
+        .collect();
+    order.extend(rest);
+    let mut ok = true;
+    for name in &order {
+        if dry_run {
+            println!("{name}: prune (not in the files; its containers are removed, volumes kept)");
+            continue;
+        }
+        match crate::controller::worker::prune_object(ctx, name).await {
+            Ok(n) => println!("{name}: pruned ({n} container(s); volumes and networks kept)"),
+            Err(e) => {
+                ok = false;
+                println!("{name}: prune failed: {e}");
+            }
+        }
+    }
+    (!order.is_empty(), ok)
 }
 
 fn print_plan(r: &Report) {

@@ -1,8 +1,9 @@
 //! A real stack (issue 17): Caddy as the reverse proxy on a host port, OpenCode behind it on a network
 //! dockop declares, reached by alias; Caddy `dependsOn` OpenCode and runs hardened (read-only root, /tmp
 //! tmpfs, every capability dropped, no-new-privileges, memory and pids limits, log rotation). An OpenCode
-//! update keeps Caddy reaching the new container by alias; `run --prune` removes Caddy before OpenCode and
-//! leaves the volume and the network alone.
+//! update keeps Caddy reaching the new container by alias; `apply --prune` on an empty set and `run
+//! --prune` once the files are gone remove Caddy before OpenCode and leave the volume and the network
+//! alone.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -189,7 +190,40 @@ fn opencode_behind_caddy_by_alias() {
     );
     wait_served(s.port, "1.18.34");
 
-    // Prune: the operator follows the directory; both files go; Caddy is removed before OpenCode.
+    // `apply --prune` on an empty set: `plan` lists Caddy first, `apply` removes it first; the volume
+    // and the network stay.
+    let empty = env.dir().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.to_str().unwrap();
+    let order = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("prune"))
+            .filter_map(|l| l.split(':').next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let plan = env.dockop().run(["plan", "--prune", "-f", empty]);
+    plan.assert_code(2);
+    assert_eq!(
+        order(&plan.stdout),
+        [s.caddy.clone(), s.opencode.clone()],
+        "{plan}"
+    );
+    assert!(!env.containers().is_empty(), "plan changed something");
+    let out = env.dockop().run(["apply", "--prune", "-f", empty]);
+    out.assert_success();
+    assert_eq!(
+        order(&out.stdout),
+        [s.caddy.clone(), s.opencode.clone()],
+        "{out}"
+    );
+    assert!(env.containers().is_empty(), "{:?}", env.containers());
+    docker_ok(["volume", "inspect", &s.volume]);
+    docker_ok(["network", "inspect", &s.net]);
+
+    // Again under the operator: it follows the directory; both files go; Caddy is removed first.
+    env.dockop().run(["apply", "-f", dir]).assert_success();
+    wait_served(s.port, "1.18.34");
     let listen = format!("127.0.0.1:{}", env.free_port());
     let mut d = env.dockop().spawn(
         ["run", "--prune", "--listen", &listen, "-f", dir],

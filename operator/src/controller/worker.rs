@@ -228,24 +228,29 @@ impl Worker {
     }
 
     async fn prune(&self, name: &str) -> JobResult {
-        let all = match self.ctx.engine.list_managed().await {
-            Ok(a) => a,
-            Err(e) => return JobResult::PruneFailed(e),
-        };
-        let mut removed = 0;
-        for c in all.iter().filter(|c| c.label(LABEL_NAME) == Some(name)) {
-            // Volumes are never removed, not even anonymous ones.
-            if let Err(e) = self.ctx.engine.remove(&c.id, false).await
-                && !e.is_not_found()
-            {
-                return JobResult::PruneFailed(e);
-            }
-            removed += 1;
+        match prune_object(&self.ctx, name).await {
+            Ok(removed) => JobResult::Pruned { removed },
+            Err(e) => JobResult::PruneFailed(e),
         }
-        self.ctx.store.remove(name);
-        metrics().forget_object(name);
-        JobResult::Pruned { removed }
     }
+}
+
+/// Removes every container of `name` (never a volume, not even an anonymous one) and its status;
+/// returns how many containers went.
+pub async fn prune_object(ctx: &Ctx, name: &str) -> Result<usize, EngineError> {
+    let all = ctx.engine.list_managed().await?;
+    let mut removed = 0;
+    for c in all.iter().filter(|c| c.label(LABEL_NAME) == Some(name)) {
+        if let Err(e) = ctx.engine.remove(&c.id, false).await
+            && !e.is_not_found()
+        {
+            return Err(e);
+        }
+        removed += 1;
+    }
+    ctx.store.remove(name);
+    metrics().forget_object(name);
+    Ok(removed)
 }
 
 /// Sets condition Degraded=True with `reason` on `name`'s status.

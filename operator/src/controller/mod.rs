@@ -336,13 +336,19 @@ impl Controller {
                 self.first_done(&name);
                 continue;
             };
-            if let Some(dep) = self.blocked_by(&name, &job) {
-                tracing::info!(object = %name, dependency = %dep, "waiting for a dependency to be Ready");
-                self.waiting.insert(name.clone());
-                self.queue.done(&name, Action::await_change(), now);
-                self.first_done(&name);
-                continue;
-            }
+            let job = match (self.blocked_by(&name, &job), job) {
+                (None, job) => job,
+                (Some(dependency), Job::Reconcile { .. }) => {
+                    tracing::info!(object = %name, dependency = %dependency, "waiting for a dependency to be Ready");
+                    Job::Wait { dependency }
+                }
+                // A prune waits for the dependents that go first; they request it when they are gone.
+                (Some(_), _) => {
+                    self.queue.done(&name, Action::await_change(), now);
+                    self.first_done(&name);
+                    continue;
+                }
+            };
             let touched = self.touched.get(&name).copied();
             let worker = self.worker.clone();
             self.tasks.spawn(async move {
@@ -357,12 +363,7 @@ impl Controller {
     /// `name` (it goes first).
     fn blocked_by(&self, name: &str, job: &Job) -> Option<String> {
         match job {
-            Job::Reconcile { object, .. } => object
-                .spec
-                .depends_on
-                .iter()
-                .find(|d| self.desired.contains_key(*d) && !self.ready.contains(*d))
-                .cloned(),
+            Job::Reconcile { object, .. } => self.unready_dependency(object),
             Job::Prune => self
                 .departed
                 .iter()
@@ -372,8 +373,16 @@ impl Controller {
                         && o.spec.depends_on.iter().any(|d| d == name)
                 })
                 .map(|(other, _)| other.clone()),
-            Job::Orphan { .. } => None,
+            Job::Orphan { .. } | Job::Wait { .. } => None,
         }
+    }
+
+    /// The first `dependsOn` of `object` that is in the source and not Ready.
+    fn unready_dependency(&self, object: &Container) -> Option<String> {
+        object
+            .depends_on_names()
+            .find(|d| self.desired.contains_key(*d) && !self.ready.contains(*d))
+            .map(str::to_owned)
     }
 
     /// `name` became ready or was pruned: request what waited for it.
@@ -475,6 +484,19 @@ impl Controller {
                 Action::await_change()
             }
             JobResult::PruneFailed(_) => self.retry(name),
+            JobResult::Waiting => {
+                // Ready meanwhile (the release came before this result): go now.
+                let still = self
+                    .desired
+                    .get(name)
+                    .and_then(|o| self.unready_dependency(o));
+                if still.is_some() {
+                    self.waiting.insert(name.to_owned());
+                    Action::await_change()
+                } else {
+                    Action::requeue(Duration::ZERO)
+                }
+            }
         };
         self.queue.done(name, action, now);
         self.first_done(name);
@@ -670,6 +692,7 @@ fn log_result(name: &str, result: &JobResult) {
             tracing::info!(object = name, containers = removed, "pruned (volumes kept)");
         }
         JobResult::PruneFailed(e) => tracing::warn!(object = name, error = %e, "prune failed"),
+        JobResult::Waiting => {}
     }
 }
 
@@ -866,6 +889,12 @@ mod tests {
         assert!(
             h.fake.by_name("proxy").is_none(),
             "proxy created before app was Ready"
+        );
+        let waiting = h.store.load("proxy");
+        let c = waiting.condition(ConditionType::Progressing);
+        assert!(
+            c.is_some_and(|c| c.status && c.reason == worker::REASON_WAITING),
+            "{waiting:?}"
         );
         // The retry (backoff, about 1 s) creates app; then proxy follows.
         eventually("both running", || {

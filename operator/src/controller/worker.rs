@@ -21,6 +21,8 @@ use crate::telemetry::metrics;
 pub const REASON_SPEC_INVALID: &str = "SpecInvalid";
 /// Condition reason of an object no longer in the source (left running).
 pub const REASON_ORPHANED: &str = "Orphaned";
+/// Condition reason: a dependency (`dependsOn`) is not Ready yet.
+pub const REASON_WAITING: &str = "WaitingForDependency";
 
 /// What to do for one object.
 #[derive(Debug, Clone)]
@@ -41,6 +43,12 @@ pub enum Job {
     },
     /// It left the source and `--prune` is on: remove its containers (never volumes) and its status.
     Prune,
+    /// A dependency (`dependsOn`) is not Ready: say so in its status (Progressing, WaitingForDependency)
+    /// and change nothing.
+    Wait {
+        /// The dependency waited for.
+        dependency: String,
+    },
 }
 
 /// How a job ended.
@@ -59,6 +67,8 @@ pub enum JobResult {
     },
     /// Pruning failed part-way (retried).
     PruneFailed(EngineError),
+    /// Held back until its dependencies are Ready.
+    Waiting,
 }
 
 /// Progress lines of the executor go to debug: the controller logs one line per change.
@@ -190,6 +200,20 @@ impl Worker {
                 JobResult::Orphaned
             }
             Job::Prune => self.prune(name).await,
+            Job::Wait { dependency } => {
+                let mut status = self.ctx.store.load(name);
+                status.set_condition(
+                    ConditionType::Progressing,
+                    true,
+                    REASON_WAITING,
+                    &format!("waiting for {dependency} (dependsOn) to be Ready before any change"),
+                    Utc::now(),
+                );
+                if let Err(e) = self.ctx.store.save(&status) {
+                    tracing::warn!(object = name, error = %e, "cannot write status");
+                }
+                JobResult::Waiting
+            }
         }
     }
 

@@ -631,6 +631,11 @@ impl Container {
     pub fn name(&self) -> &str {
         &self.metadata.name
     }
+
+    /// The names in `spec.dependsOn`.
+    pub fn depends_on_names(&self) -> impl Iterator<Item = &str> {
+        self.spec.depends_on.iter().map(String::as_str)
+    }
 }
 
 impl Port {

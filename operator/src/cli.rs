@@ -105,6 +105,17 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9401")]
         metrics_listen: String,
     },
+    /// Compose services -> Container documents on stdout; what cannot be mapped, on stderr with
+    /// file:line. Exit 0 when everything was mapped, 1 when something was left out (output still printed).
+    Convert {
+        /// Compose file, then override files in order (`-` reads stdin).
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        /// Project name, the prefix of volume and network names as Compose names them (default:
+        /// $COMPOSE_PROJECT_NAME, then the top-level `name:`, then the first file's directory name).
+        #[arg(short = 'p', long = "project-name", env = "COMPOSE_PROJECT_NAME")]
+        project_name: Option<String>,
+    },
     /// Convert objects into another system's manifests, printed on stdout (warnings on stderr).
     #[command(subcommand)]
     Export(ExportTarget),
@@ -138,6 +149,10 @@ pub struct SourceArgs {
     /// Desired-state files or directories.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
+    /// Also remove the containers (never the volumes or networks) of objects this state directory
+    /// manages that are not in the files: dependents (`dependsOn`) first. `plan` lists them.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// Flags of `dockop run`.
@@ -190,6 +205,10 @@ pub fn main() -> ExitCode {
         Command::Schema { crd } => spec_cmd::schema(crd),
         Command::HashPassword => spec_cmd::hash_password(),
         Command::Export(ExportTarget::Kubernetes(args)) => export::kubernetes(&args),
+        Command::Convert {
+            files,
+            project_name,
+        } => convert_cmd(&files, project_name),
         other => match tokio_runtime() {
             Ok(rt) => rt.block_on(crate::commands::run(cli.global, other)),
             Err(e) => {
@@ -197,6 +216,62 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `dockop convert`: reads the files (stdin for `-`) and `.env` next to the first, converts, prints.
+fn convert_cmd(files: &[PathBuf], project: Option<String>) -> ExitCode {
+    use std::io::Read;
+
+    use crate::convert::compose::{Env, Input, dotenv_vars};
+    let mut inputs = Vec::new();
+    for f in files {
+        let text = if f.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map(|_| s)
+        } else {
+            std::fs::read_to_string(f)
+        };
+        match text {
+            Ok(text) => inputs.push(Input {
+                path: f.clone(),
+                text,
+            }),
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let first = files.first().cloned().unwrap_or_default();
+    let dotenv = std::fs::read_to_string(crate::convert::compose::base_dir(&first).join(".env"))
+        .map(|t| dotenv_vars(&t))
+        .unwrap_or_default();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let opts = crate::convert::Options {
+        project,
+        env: Env {
+            process: std::env::vars().collect(),
+            dotenv,
+        },
+        read_file: &read,
+    };
+    match crate::convert::convert(&inputs, &opts) {
+        Ok(out) => {
+            print!("{}", out.to_yaml());
+            for r in &out.reports {
+                eprintln!("{r}");
+            }
+            if out.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

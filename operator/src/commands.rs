@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use crate::cli::{Command, GlobalArgs, OutputFormat};
+use crate::cli::{Command, GlobalArgs, OutputFormat, SourceArgs};
 use crate::engine::docker::DockerEngine;
 use crate::execute::{Outcome, Reporter};
 use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
 use crate::spec::load::{Loaded, load_paths};
+use crate::spec::order::{removal_order, start_layers};
 use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir};
 
 /// Exit code of `plan` when changes are pending.
@@ -20,8 +21,8 @@ const EXIT_CHANGES: u8 = 2;
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     match command {
-        Command::Plan(src) => plan_or_apply(&global, &src.files, true).await,
-        Command::Apply(src) => plan_or_apply(&global, &src.files, false).await,
+        Command::Plan(src) => plan_or_apply(&global, &src, true).await,
+        Command::Apply(src) => plan_or_apply(&global, &src, false).await,
         Command::Status { name, output } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
@@ -39,7 +40,8 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Validate { .. }
         | Command::Schema { .. }
         | Command::HashPassword
-        | Command::Export(_) => ExitCode::FAILURE,
+        | Command::Export(_)
+        | Command::Convert { .. } => ExitCode::FAILURE,
     }
 }
 
@@ -176,8 +178,8 @@ fn describe_outcome(r: &Report) -> String {
     }
 }
 
-async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) -> ExitCode {
-    let Some(loaded) = load_valid(files) else {
+async fn plan_or_apply(global: &GlobalArgs, src: &SourceArgs, dry_run: bool) -> ExitCode {
+    let Some(loaded) = load_valid(&src.files) else {
         return ExitCode::FAILURE;
     };
     let (store, _lock) = if dry_run {
@@ -218,41 +220,124 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
             store.save_last_applied(o);
         }
     }
-    // Objects are independent: reconcile them concurrently, a few at a time.
-    let results: Vec<_> = {
-        use futures_util::StreamExt;
-        futures_util::stream::iter(
-            objects
+    // dependsOn order: each layer after the one before it, its objects concurrently (a few at a time); an
+    // object whose dependency did not converge is left alone. A dry run plans every object.
+    let mut results: Vec<Option<Result<Report, String>>> = vec![None; objects.len()];
+    let mut not_ready: Vec<String> = Vec::new();
+    for layer in start_layers(&objects) {
+        let mut run = Vec::new();
+        for i in layer {
+            let Some(o) = objects.get(i) else { continue };
+            let blocked: Vec<&str> = o
+                .spec
+                .depends_on
                 .iter()
-                .map(|o| reconcile(&ctx, o, Some(&all), &opts)),
-        )
-        .buffered(4)
-        .collect()
-        .await
-    };
+                .filter(|d| not_ready.contains(d))
+                .map(String::as_str)
+                .collect();
+            if blocked.is_empty() || dry_run {
+                run.push(i);
+            } else {
+                not_ready.push(o.name().to_owned());
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(Err(format!(
+                        "waiting: dependency {} is not Ready; nothing was changed",
+                        blocked.join(", ")
+                    )));
+                }
+            }
+        }
+        let done: Vec<_> = {
+            use futures_util::StreamExt;
+            futures_util::stream::iter(
+                run.iter()
+                    .filter_map(|i| objects.get(*i))
+                    .map(|o| reconcile(&ctx, o, Some(&all), &opts)),
+            )
+            .buffered(4)
+            .collect()
+            .await
+        };
+        for (i, r) in run.into_iter().zip(done) {
+            let r = r.map_err(|e| format!("error: {e}"));
+            if !r.as_ref().is_ok_and(Report::converged)
+                && let Some(o) = objects.get(i)
+            {
+                not_ready.push(o.name().to_owned());
+            }
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
     let mut ok = true;
     let mut changes = false;
     for (o, r) in objects.iter().zip(results) {
         match r {
-            Err(e) => {
+            None => {}
+            Some(Err(e)) => {
                 ok = false;
-                println!("{}: error: {e}", o.metadata.name);
+                println!("{}: {e}", o.metadata.name);
             }
-            Ok(report) if dry_run => {
+            Some(Ok(report)) if dry_run => {
                 changes |= report.plan.changes();
                 print_plan(&report);
             }
-            Ok(report) => {
+            Some(Ok(report)) => {
                 ok &= report.converged();
                 println!("{}: {}", report.name, describe_outcome(&report));
             }
         }
+    }
+    if src.prune {
+        let (pruned, prune_ok) = prune_missing(&ctx, &objects, dry_run).await;
+        changes |= pruned;
+        ok &= prune_ok;
     }
     match (dry_run, ok, changes) {
         (_, false, _) => ExitCode::FAILURE,
         (true, true, true) => ExitCode::from(EXIT_CHANGES),
         _ => ExitCode::SUCCESS,
     }
+}
+
+/// `--prune`: removes (or, for a dry run, lists) the objects this state directory manages that are not
+/// in `objects`, dependents first (from their last applied specs). Returns (anything to prune, all ok).
+async fn prune_missing(ctx: &Ctx, objects: &[Container], dry_run: bool) -> (bool, bool) {
+    let wanted: Vec<&str> = objects.iter().map(Container::name).collect();
+    let gone: Vec<String> = ctx
+        .store
+        .list()
+        .into_iter()
+        .map(|s| s.name)
+        .filter(|n| !wanted.contains(&n.as_str()))
+        .collect();
+    let last: Vec<Container> = gone
+        .iter()
+        .filter_map(|n| ctx.store.load_last_applied(n))
+        .collect();
+    let mut order = removal_order(&last);
+    let rest: Vec<String> = gone
+        .iter()
+        .filter(|n| !order.contains(n))
+        .cloned()
+        .collect();
+    order.extend(rest);
+    let mut ok = true;
+    for name in &order {
+        if dry_run {
+            println!("{name}: prune (not in the files; its containers are removed, volumes kept)");
+            continue;
+        }
+        match crate::controller::worker::prune_object(ctx, name).await {
+            Ok(n) => println!("{name}: pruned ({n} container(s); volumes and networks kept)"),
+            Err(e) => {
+                ok = false;
+                println!("{name}: prune failed: {e}");
+            }
+        }
+    }
+    (!order.is_empty(), ok)
 }
 
 fn print_plan(r: &Report) {

@@ -9,12 +9,13 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::engine::{
-    CreateRequest, LABEL_DIGEST, LABEL_GENERATION, LABEL_IMAGE, LABEL_NAME, LABEL_ROLE,
-    LABEL_SPEC_HASH, MountSpec, PortBinding,
+    CreateRequest, HostSettings, LABEL_DIGEST, LABEL_GENERATION, LABEL_IMAGE, LABEL_NAME,
+    LABEL_ROLE, LABEL_SPEC_HASH, LogConfig, MountSpec, NetworkEndpoint, PortBinding,
 };
 use crate::health::{AuthError, ProbeAuth};
 use crate::spec::hash::spec_hash;
-use crate::spec::{Container, ContainerSpec, Protocol, UpdateStrategy};
+use crate::spec::quantity::{QuantityError, parse_bytes};
+use crate::spec::{Container, ContainerSpec, Logging, Protocol, UpdateStrategy};
 use crate::valuefile::{self, ValueFileError};
 
 /// What the container should be, minus the image digest (resolved later).
@@ -55,6 +56,15 @@ pub enum DesiredError {
     /// The health probe's credentials could not be read.
     #[error("{0}")]
     ProbeAuth(#[from] AuthError),
+    /// A size in the spec does not parse (validation catches this first).
+    #[error("{field}: {source}")]
+    Quantity {
+        /// Field path.
+        field: String,
+        /// Why.
+        #[source]
+        source: QuantityError,
+    },
     /// Reading the files took too long (a hung file system).
     #[error("reading the spec's value files: {0}")]
     Blocked(#[source] ValueFileError),
@@ -76,7 +86,73 @@ struct Shape<'a> {
     restart: &'a str,
     labels: &'a BTreeMap<String, String>,
     /// Start-first containers publish nothing (the proxy owns the ports): a change of strategy recreates.
-    strategy: &'a str,
+    /// Absent for stop-first, the default, so older hashes stay valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strategy: Option<&'a str>,
+    /// Networking, limits, hardening (defaults skipped, so older hashes stay valid).
+    #[serde(flatten)]
+    host: &'a HostSettings,
+    /// As written: an absent `logging` is not hashed (its default applies at the next recreate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logging: Option<&'a Logging>,
+}
+
+/// Networking, limits and hardening from the spec; sizes converted to bytes.
+fn host_settings(spec: &ContainerSpec) -> Result<HostSettings, DesiredError> {
+    let bytes = |field: &str, text: &str| {
+        parse_bytes(text)
+            .map_err(|source| DesiredError::Quantity {
+                field: field.to_owned(),
+                source,
+            })
+            .map(|b| i64::try_from(b).unwrap_or(i64::MAX))
+    };
+    let resources = spec.resources.as_ref();
+    let memory = match resources.and_then(|r| r.memory.as_deref()) {
+        Some(m) => Some(bytes("spec.resources.memory", m)?),
+        None => None,
+    };
+    let mut tmpfs = BTreeMap::new();
+    for (i, t) in spec.tmpfs.iter().enumerate() {
+        let options = match &t.size {
+            Some(size) => format!("size={}", bytes(&format!("spec.tmpfs[{i}].size"), size)?),
+            None => String::new(),
+        };
+        tmpfs.insert(t.mount_path.clone(), options);
+    }
+    let logging = spec
+        .logging
+        .clone()
+        .unwrap_or_else(Logging::rotated_default);
+    let caps = spec.capabilities.clone().unwrap_or_default();
+    Ok(HostSettings {
+        networks: spec
+            .networks
+            .iter()
+            .map(|n| NetworkEndpoint {
+                name: n.name.clone(),
+                aliases: n.aliases.clone(),
+            })
+            .collect(),
+        host_network: spec.host_network,
+        memory,
+        // Whole billionths of a CPU; validation bounds cpus to 0.01..=1024.
+        nano_cpus: resources
+            .and_then(|r| r.cpus)
+            .map(|c| (c * 1e9).round() as i64),
+        pids_limit: resources.and_then(|r| r.pids),
+        log: LogConfig {
+            driver: logging.driver,
+            options: logging.options,
+        },
+        readonly_rootfs: spec.read_only_root_filesystem,
+        tmpfs,
+        cap_add: caps.add,
+        cap_drop: caps.drop,
+        no_new_privileges: spec.no_new_privileges,
+        extra_hosts: spec.extra_hosts.clone(),
+        hostname: spec.hostname.clone(),
+    })
 }
 
 /// Splits `repo[:tag][@digest]` into the repository.
@@ -155,6 +231,7 @@ impl DesiredContainer {
         exposed.sort();
         exposed.dedup();
         let restart = spec.restart.as_docker();
+        let host = host_settings(spec)?;
         let shape = Shape {
             image: &spec.image,
             env: &env,
@@ -168,7 +245,10 @@ impl DesiredContainer {
             stop_timeout: spec.stop_timeout_seconds,
             restart,
             labels: &obj.metadata.labels,
-            strategy: spec.update.strategy.as_str(),
+            strategy: (spec.update.strategy != UpdateStrategy::StopFirst)
+                .then(|| spec.update.strategy.as_str()),
+            host: &host,
+            logging: spec.logging.as_ref(),
         };
         let hash = spec_hash(&shape);
         let template = CreateRequest {
@@ -191,6 +271,7 @@ impl DesiredContainer {
             init: spec.init,
             stop_timeout: spec.stop_timeout_seconds,
             restart: restart.to_owned(),
+            host,
         };
         Ok(Self {
             name: obj.metadata.name.clone(),
@@ -247,6 +328,13 @@ impl DesiredContainer {
         r.ports.clear();
         r.mounts.clear();
         r.restart = "no".into();
+        // The same networks (to reach its dependencies) but never the aliases: nothing may route traffic
+        // to a candidate. A host-network candidate would clash with the running app's ports: it runs on
+        // the default bridge and is probed there.
+        for n in &mut r.host.networks {
+            n.aliases.clear();
+        }
+        r.host.host_network = false;
         r
     }
 
@@ -280,6 +368,11 @@ impl DesiredContainer {
         }
     }
 
+    /// User-defined networks to ensure before create.
+    pub fn networks(&self) -> impl Iterator<Item = &str> {
+        self.spec.networks.iter().map(|n| n.name.as_str())
+    }
+
     /// Named volumes to ensure, with their labels.
     pub fn volumes(&self) -> Vec<(String, BTreeMap<String, String>)> {
         let mut labels = self.user_labels.clone();
@@ -294,8 +387,138 @@ impl DesiredContainer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn object(spec: serde_json::Value) -> Container {
+        let mut spec = spec;
+        spec["image"] = "127.0.0.1:5000/web:v1".into();
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "dockop.dev/v1alpha1",
+            "kind": "Container",
+            "metadata": {"name": "web"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn hardening_reaches_the_create_request() {
+        let o = object(serde_json::json!({
+            "networks": [{"name": "front", "aliases": ["web-backend"]}, {"name": "back"}],
+            "resources": {"memory": "512Mi", "cpus": 1.5, "pids": 512},
+            "logging": {"driver": "local", "options": {"max-size": "20m"}},
+            "readOnlyRootFilesystem": true,
+            "tmpfs": [{"mountPath": "/tmp", "size": "64Mi"}, {"mountPath": "/run"}],
+            "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]},
+            "noNewPrivileges": true,
+            "extraHosts": ["db.internal:10.0.0.5"],
+            "hostname": "web-1",
+        }));
+        let d = DesiredContainer::build(&o).unwrap();
+        let h = d.request("sha256:ab", 1).host;
+        assert_eq!(
+            h.networks,
+            [
+                NetworkEndpoint {
+                    name: "front".into(),
+                    aliases: vec!["web-backend".into()]
+                },
+                NetworkEndpoint {
+                    name: "back".into(),
+                    aliases: vec![]
+                }
+            ]
+        );
+        assert_eq!(h.memory, Some(512 << 20));
+        assert_eq!(h.nano_cpus, Some(1_500_000_000));
+        assert_eq!(h.pids_limit, Some(512));
+        assert_eq!(h.log.driver, "local");
+        assert_eq!(
+            h.log.options.get("max-size").map(String::as_str),
+            Some("20m")
+        );
+        assert!(h.readonly_rootfs && h.no_new_privileges && !h.host_network);
+        assert_eq!(
+            h.tmpfs.get("/tmp").map(String::as_str),
+            Some("size=67108864")
+        );
+        assert_eq!(h.tmpfs.get("/run").map(String::as_str), Some(""));
+        assert_eq!(h.cap_add, ["NET_BIND_SERVICE"]);
+        assert_eq!(h.cap_drop, ["ALL"]);
+        assert_eq!(h.extra_hosts, ["db.internal:10.0.0.5"]);
+        assert_eq!(h.hostname.as_deref(), Some("web-1"));
+        let names: Vec<&str> = d.networks().collect();
+        assert_eq!(names, ["front", "back"]);
+        // The preflight candidate: same networks, no aliases.
+        let p = d.preflight_request("sha256:ab", "x").host;
+        assert!(p.networks.iter().all(|n| n.aliases.is_empty()));
+        assert_eq!(p.networks.len(), 2);
+        assert!(p.readonly_rootfs);
+    }
+
+    #[test]
+    fn absent_logging_rotates_and_host_network_preflights_on_the_bridge() {
+        let d = DesiredContainer::build(&object(serde_json::json!({"hostNetwork": true}))).unwrap();
+        let h = d.request("sha256:ab", 1).host;
+        assert!(h.host_network);
+        assert_eq!(h.log.driver, "json-file");
+        assert_eq!(
+            h.log.options.get("max-size").map(String::as_str),
+            Some("10m")
+        );
+        assert_eq!(h.log.options.get("max-file").map(String::as_str), Some("3"));
+        assert!(!d.preflight_request("sha256:ab", "x").host.host_network);
+    }
+
+    #[test]
+    fn every_new_field_changes_the_hash_and_defaults_do_not() {
+        let base = DesiredContainer::build(&object(serde_json::json!({}))).unwrap();
+        // Defaults add nothing to the hashed shape, so containers made before these fields keep their hash.
+        let shape = serde_json::to_value(Shape {
+            image: "i",
+            env: &[],
+            cmd: &None,
+            entrypoint: &None,
+            user: &None,
+            working_dir: &None,
+            ports: &[],
+            mounts: &[],
+            init: true,
+            stop_timeout: 10,
+            restart: "no",
+            labels: &BTreeMap::new(),
+            strategy: None,
+            host: &base.template.host,
+            logging: None,
+        })
+        .unwrap();
+        let keys: Vec<&String> = shape.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 12, "{keys:?}");
+        for change in [
+            serde_json::json!({"networks": [{"name": "web"}]}),
+            serde_json::json!({"networks": [{"name": "web", "aliases": ["a"]}]}),
+            serde_json::json!({"hostNetwork": true}),
+            serde_json::json!({"resources": {"memory": "64Mi"}}),
+            serde_json::json!({"resources": {"cpus": 0.5}}),
+            serde_json::json!({"resources": {"pids": 64}}),
+            serde_json::json!({"logging": {"driver": "json-file"}}),
+            serde_json::json!({"readOnlyRootFilesystem": true}),
+            serde_json::json!({"tmpfs": [{"mountPath": "/tmp"}]}),
+            serde_json::json!({"capabilities": {"drop": ["ALL"]}}),
+            serde_json::json!({"noNewPrivileges": true}),
+            serde_json::json!({"extraHosts": ["a:10.0.0.1"]}),
+            serde_json::json!({"hostname": "h"}),
+            serde_json::json!({"update": {"strategy": "start-first"}}),
+        ] {
+            let d = DesiredContainer::build(&object(change.clone())).unwrap();
+            assert_ne!(d.spec_hash, base.spec_hash, "{change}");
+        }
+        // dependsOn orders objects; it does not shape the container.
+        let d = DesiredContainer::build(&object(serde_json::json!({"dependsOn": ["db"]}))).unwrap();
+        assert_eq!(d.spec_hash, base.spec_hash);
+    }
 
     #[test]
     fn repository_parsing() {

@@ -541,6 +541,11 @@ impl<'a> Executor<'a> {
                         .await
                         .map_err(engine_err(Phase::Create))?;
                 }
+                for n in self.desired.networks() {
+                    e.ensure_network(n)
+                        .await
+                        .map_err(engine_err(Phase::Create))?;
+                }
                 Ok(())
             }
             Step::Pull { reference } => self.pull(reference).await,

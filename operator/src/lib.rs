@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod controller;
+pub mod convert;
 pub mod desired;
 pub mod engine;
 pub mod execute;

@@ -57,7 +57,7 @@ pub enum Step {
         /// Its name.
         container: String,
     },
-    /// Create missing named volumes.
+    /// Create missing named volumes and user-defined networks.
     EnsureVolumes,
     /// Pull `repo@digest` unless present.
     Pull {
@@ -135,7 +135,7 @@ impl fmt::Display for Step {
             Step::RemoveLeftover { container, .. } => {
                 write!(f, "remove leftover container {container}")
             }
-            Step::EnsureVolumes => f.write_str("ensure named volumes"),
+            Step::EnsureVolumes => f.write_str("ensure named volumes and networks"),
             Step::Pull { reference } => write!(f, "pull {reference}"),
             Step::Preflight { digest } => write!(f, "preflight {}", short(digest)),
             Step::StopActive { .. } => f.write_str("stop the running container"),

@@ -31,7 +31,16 @@ fn every_example_validates() {
     let loaded = load_paths(&[dir]);
     assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
     let names: Vec<&str> = loaded.objects.iter().map(|o| o.object.name()).collect();
-    assert_eq!(names, ["demo-web", "opencode", "web"]);
+    assert_eq!(
+        names,
+        [
+            "demo-web",
+            "stack-opencode",
+            "stack-caddy",
+            "opencode",
+            "web"
+        ]
+    );
 }
 
 #[test]

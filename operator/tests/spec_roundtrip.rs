@@ -260,6 +260,109 @@ fn update() -> impl Strategy<Value = Update> {
         )
 }
 
+/// Networking, limits and hardening: valid values only (no `hostNetwork`, which excludes ports; no
+/// `dependsOn`, which needs other objects).
+#[allow(clippy::type_complexity)]
+fn extra() -> impl Strategy<Value = ContainerSpec> {
+    let networks = prop::collection::btree_map(
+        "net-[a-z0-9]{1,6}",
+        prop::collection::btree_set("[a-z][a-z0-9]{0,6}", 0..3),
+        0..3,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(name, aliases)| NetworkAttachment {
+                name,
+                aliases: aliases.into_iter().collect(),
+            })
+            .collect::<Vec<_>>()
+    });
+    let resources = prop::option::of((
+        prop::option::of(prop::sample::select(
+            &["512Mi", "1Gi", "64M", "10000000"][..],
+        )),
+        prop::option::of(prop::sample::select(&[0.5, 1.5, 2.0][..])),
+        prop::option::of(1i64..4096),
+    ))
+    .prop_map(|r| {
+        r.map(|(memory, cpus, pids)| Resources {
+            memory: memory.map(str::to_owned),
+            cpus,
+            pids,
+        })
+    });
+    let logging = prop::option::of(prop::sample::select(
+        &["json-file", "local", "journald"][..],
+    ))
+    .prop_map(|d| {
+        d.map(|driver| Logging {
+            driver: driver.to_owned(),
+            options: if driver == "journald" {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([
+                    ("max-size".to_owned(), "20m".to_owned()),
+                    ("max-file".to_owned(), "5".to_owned()),
+                ])
+            },
+        })
+    });
+    let tmpfs = prop::collection::btree_map(
+        "/tmpfs-[a-z]{1,5}",
+        prop::option::of(prop::sample::select(&["64Mi", "1G"][..])),
+        0..3,
+    )
+    .prop_map(|m| {
+        m.into_iter()
+            .map(|(mount_path, size)| Tmpfs {
+                mount_path,
+                size: size.map(str::to_owned),
+            })
+            .collect::<Vec<_>>()
+    });
+    let capabilities = prop::option::of((
+        prop::sample::subsequence(&["NET_BIND_SERVICE", "CHOWN"][..], 0..=2),
+        prop::sample::subsequence(&["ALL", "NET_RAW", "SYS_ADMIN"][..], 0..=3),
+    ))
+    .prop_map(|c| {
+        c.map(|(add, drop)| Capabilities {
+            add: add.into_iter().map(str::to_owned).collect(),
+            drop: drop.into_iter().map(str::to_owned).collect(),
+        })
+    });
+    let hosts = prop::sample::subsequence(
+        &["db.internal:10.0.0.5", "gw:host-gateway", "v6:::1"][..],
+        0..=3,
+    );
+    (
+        networks,
+        resources,
+        logging,
+        any::<bool>(),
+        tmpfs,
+        capabilities,
+        any::<bool>(),
+        hosts,
+        prop::option::of("[a-z][a-z0-9]{0,8}"),
+    )
+        .prop_map(
+            |(networks, resources, logging, ro, tmpfs, capabilities, nnp, hosts, hostname)| {
+                ContainerSpec {
+                    networks,
+                    resources,
+                    logging,
+                    read_only_root_filesystem: ro,
+                    tmpfs,
+                    capabilities,
+                    no_new_privileges: nnp,
+                    extra_hosts: hosts.into_iter().map(str::to_owned).collect(),
+                    hostname,
+                    ..serde_json::from_value(serde_json::json!({"image": "x"})).unwrap()
+                }
+            },
+        )
+}
+
 fn container() -> impl Strategy<Value = Container> {
     let head = (
         metadata(),
@@ -282,7 +385,7 @@ fn container() -> impl Strategy<Value = Container> {
         prop::option::of("[a-z0-9]{1,6}(:[0-9]{1,4})?"),
         prop::option::of("/[a-z/]{0,10}"),
     );
-    (head, tail).prop_map(
+    (head, tail, extra()).prop_map(
         |(
             (metadata, image, digest, command, entrypoint, env, ports, volumes),
             (
@@ -296,6 +399,7 @@ fn container() -> impl Strategy<Value = Container> {
                 user,
                 working_dir,
             ),
+            extra,
         )| {
             if let (Some(h), Some(p)) = (health.as_mut(), ports.first()) {
                 h.port = p.container_port;
@@ -331,6 +435,7 @@ fn container() -> impl Strategy<Value = Container> {
                     ][restart],
                     user,
                     working_dir,
+                    ..extra
                 },
                 status: None,
             }

@@ -27,7 +27,8 @@ P_SW=14198   # swarm
 P_CADDY=14199
 METRICS=14191
 WORK=$(mktemp -d)
-D=$ROOT/target/release/dockop
+# DOCKOP_BENCH_BIN: a release binary already built (skips the build).
+D=${DOCKOP_BENCH_BIN:-$ROOT/target/release/dockop}
 CACHE=/var/cache/dockop-testbed
 SWARM_INIT=0
 PIDS=()
@@ -47,7 +48,7 @@ cleanup() {
 trap cleanup EXIT
 
 tests/testbed/up >/dev/null
-cargo build --release -q -p dockop
+[ -n "${DOCKOP_BENCH_BIN:-}" ] || cargo build --release -q -p dockop
 command -v wrk >/dev/null || { say "wrk missing (tests/testbed/up installs it)"; exit 1; }
 
 # Caddy: the static binary from Debian's package, unpacked once into the test bed's cache.

@@ -64,6 +64,8 @@ pub mod images {
     pub const OPENCODE_PORT: u16 = 4096;
     /// Health path of every test image.
     pub const HEALTH_PATH: &str = "/global/health";
+    /// Debian's caddy binary on the local Debian base image (`HOME=/tmp`).
+    pub const CADDY: &str = "127.0.0.1:5000/caddy:test";
     /// Local Debian bookworm minbase image (not in a registry).
     pub const DEBIAN_BASE: &str = "dockop-testbed/debian:bookworm";
 }
@@ -517,6 +519,15 @@ impl TestEnv {
         format!("{}-{suffix}", self.id)
     }
 
+    /// A Container document `name` running `image`, labelled with this test's id; `spec` holds the rest
+    /// of the spec's lines, each indented by two spaces.
+    pub fn object_yaml(&self, name: &str, image: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\n  labels: {labels}\nspec:\n  image: {image}\n{spec}",
+            labels = self.labels_yaml(),
+        )
+    }
+
     /// A Container spec `name` for the busybox web images, published on 127.0.0.1:`host_port`, health
     /// checked every second, no preflight (for tests of the loop rather than of the update).
     pub fn web_spec(&self, name: &str, image: &str, host_port: u16) -> String {
@@ -532,15 +543,11 @@ impl TestEnv {
         host_port: u16,
         update: &str,
     ) -> String {
-        format!(
-            "apiVersion: dockop.dev/v1alpha1
-kind: Container
-metadata:
-  name: {name}
-  labels: {labels}
-spec:
-  image: {image}
-  ports:
+        self.object_yaml(
+            name,
+            image,
+            &format!(
+                "  ports:
     - {{containerPort: {WEB_PORT}, hostPort: {host_port}, hostIP: 127.0.0.1}}
   health:
     path: {HEALTH_PATH}
@@ -551,9 +558,9 @@ spec:
   init: true
   stopTimeoutSeconds: 2
 ",
-            labels = self.labels_yaml(),
-            WEB_PORT = images::WEB_PORT,
-            HEALTH_PATH = images::HEALTH_PATH,
+                WEB_PORT = images::WEB_PORT,
+                HEALTH_PATH = images::HEALTH_PATH,
+            ),
         )
     }
 
@@ -623,8 +630,8 @@ spec:
         (reference, digest)
     }
 
-    /// Removes every container (with its anonymous volumes) and volume labelled `dockop-e2e=<id>`,
-    /// and the local tags made by [`TestEnv::push_as`]. Runs on drop; safe to call twice. Failures
+    /// Removes every container (with its anonymous volumes) and volume labelled `dockop-e2e=<id>`, the
+    /// networks named `<id>-...`, and the local tags made by [`TestEnv::push_as`]. Runs on drop; safe to call twice. Failures
     /// are ignored (never a panic inside a panic); `tests/testbed/down` removes any leftovers.
     pub fn cleanup(&self) {
         let filter = format!("label={}", self.label());
@@ -640,6 +647,26 @@ spec:
                 ["rm", "-f", "-v"]
                     .into_iter()
                     .chain(ids.iter().map(String::as_str)),
+            );
+        }
+        // Networks dockop created for the test's objects carry dockop's label only: they are named
+        // `<id>-...`.
+        let nets: Vec<String> = stdout_lines(docker([
+            "network",
+            "ls",
+            "--format",
+            "{{.Name}}",
+            "--filter",
+            &format!("name={}", self.id),
+        ]))
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("{}-", self.id)))
+        .collect();
+        if !nets.is_empty() {
+            docker(
+                ["network", "rm"]
+                    .into_iter()
+                    .chain(nets.iter().map(String::as_str)),
             );
         }
         let vols = stdout_lines(docker(["volume", "ls", "-q", "--filter", &filter]));

@@ -199,6 +199,14 @@ pub struct Controller {
     touched: HashMap<String, Instant>,
     /// Error backoff per object.
     backoffs: HashMap<String, Backoff>,
+    /// Objects whose last reconcile converged: a dependent (`dependsOn`) waits until its dependencies are
+    /// in here.
+    ready: BTreeSet<String>,
+    /// Objects held back until their dependencies are ready; requested again when one becomes ready.
+    waiting: BTreeSet<String>,
+    /// Objects that left the source and are not pruned yet, as last seen: `--prune` removes a dependent
+    /// before what it depends on. Empty after a restart (then the order is by name).
+    departed: BTreeMap<String, Arc<Container>>,
     /// Objects still to reconcile once before `first_sync_done`; `None` before the source's first state.
     first_pending: Option<BTreeSet<String>>,
     tasks: JoinSet<(String, JobResult)>,
@@ -229,6 +237,9 @@ impl Controller {
             orphaned: BTreeSet::new(),
             touched: HashMap::new(),
             backoffs: HashMap::new(),
+            ready: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            departed: BTreeMap::new(),
             first_pending: None,
             tasks: JoinSet::new(),
             rescan,
@@ -324,12 +335,78 @@ impl Controller {
                 self.first_done(&name);
                 continue;
             };
+            let job = match (self.blocked_by(&name, &job), job) {
+                (None, job) => job,
+                (Some(dependency), Job::Reconcile { .. }) => {
+                    tracing::info!(object = %name, dependency = %dependency, "waiting for a dependency to be Ready");
+                    Job::Wait { dependency }
+                }
+                // A prune waits for the dependents that go first; they request it when they are gone.
+                (Some(_), _) => {
+                    self.queue.done(&name, Action::await_change(), now);
+                    self.first_done(&name);
+                    continue;
+                }
+            };
             let touched = self.touched.get(&name).copied();
             let worker = self.worker.clone();
             self.tasks.spawn(async move {
                 let result = worker.run(&name, job, touched).await;
                 (name, result)
             });
+        }
+    }
+
+    /// The first dependency that holds `job` back: for a reconcile, one of its `dependsOn` that is in the
+    /// source and not ready; for a prune, an object that left the source too, still exists and depends on
+    /// `name` (it goes first).
+    fn blocked_by(&self, name: &str, job: &Job) -> Option<String> {
+        match job {
+            Job::Reconcile { object, .. } => self.unready_dependency(object),
+            Job::Prune => self
+                .departed
+                .iter()
+                .find(|(other, o)| {
+                    other.as_str() != name
+                        && self.known.contains(*other)
+                        && o.spec.depends_on.iter().any(|d| d == name)
+                })
+                .map(|(other, _)| other.clone()),
+            Job::Orphan { .. } | Job::Wait { .. } => None,
+        }
+    }
+
+    /// The first `dependsOn` of `object` that is in the source and not Ready.
+    fn unready_dependency(&self, object: &Container) -> Option<String> {
+        object
+            .depends_on_names()
+            .find(|d| self.desired.contains_key(*d) && !self.ready.contains(*d))
+            .map(str::to_owned)
+    }
+
+    /// `name` became ready or was pruned: request what waited for it.
+    fn release_waiting(&mut self, name: &str, now: Instant) {
+        let released: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|w| {
+                self.desired
+                    .get(*w)
+                    .is_some_and(|o| o.spec.depends_on.iter().any(|d| d == name))
+            })
+            .cloned()
+            .collect();
+        for w in released {
+            self.waiting.remove(&w);
+            self.queue.request(&w, Request::Now, now);
+        }
+        // A prune that waited for this one (its dependent) may go now.
+        if let Some(gone) = self.departed.remove(name) {
+            for d in &gone.spec.depends_on {
+                if self.departed.contains_key(d) {
+                    self.queue.request(d, Request::Now, now);
+                }
+            }
         }
     }
 
@@ -360,6 +437,20 @@ impl Controller {
     fn finished(&mut self, name: &str, result: JobResult) {
         let now = Instant::now();
         log_result(name, &result);
+        match &result {
+            JobResult::Reconciled(report) if report.converged() => {
+                if self.ready.insert(name.to_owned()) {
+                    self.release_waiting(name, now);
+                }
+            }
+            JobResult::Pruned { .. } => {
+                self.ready.remove(name);
+                self.release_waiting(name, now);
+            }
+            _ => {
+                self.ready.remove(name);
+            }
+        }
         let action = match &result {
             JobResult::Reconciled(report) => {
                 if report.plan.changes() || !matches!(report.outcome, Some(Outcome::Converged)) {
@@ -392,6 +483,19 @@ impl Controller {
                 Action::await_change()
             }
             JobResult::PruneFailed(_) => self.retry(name),
+            JobResult::Waiting => {
+                // Ready meanwhile (the release came before this result): go now.
+                let still = self
+                    .desired
+                    .get(name)
+                    .and_then(|o| self.unready_dependency(o));
+                if still.is_some() {
+                    self.waiting.insert(name.to_owned());
+                    Action::await_change()
+                } else {
+                    Action::requeue(Duration::ZERO)
+                }
+            }
         };
         self.queue.done(name, action, now);
         self.first_done(name);
@@ -443,6 +547,12 @@ impl Controller {
             .collect();
         let revision_changed =
             self.revision.as_deref() != Some(state.revision.as_str()) && !state.revision.is_empty();
+        for (name, o) in &self.desired {
+            if !new.contains_key(name) {
+                self.departed.insert(name.clone(), Arc::clone(o));
+            }
+        }
+        self.departed.retain(|name, _| !new.contains_key(name));
         for (name, o) in &new {
             let changed = !self.desired.get(name).is_some_and(|d| Arc::ptr_eq(d, o))
                 || self.invalid.get(name) != state.invalid.get(name);
@@ -581,6 +691,7 @@ fn log_result(name: &str, result: &JobResult) {
             tracing::info!(object = name, containers = removed, "pruned (volumes kept)");
         }
         JobResult::PruneFailed(e) => tracing::warn!(object = name, error = %e, "prune failed"),
+        JobResult::Waiting => {}
     }
 }
 
@@ -733,6 +844,80 @@ mod tests {
         .await;
         assert!(h.fake.by_name("web").is_some());
 
+        h.stop.take().map(|s| s.send(()));
+        h.task.await.expect("controller ends");
+    }
+
+    fn depending(name: &str, on: &str) -> Container {
+        let mut o = object(name);
+        o.spec.depends_on = vec![on.to_owned()];
+        o
+    }
+
+    fn position(calls: &[String], call: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| c == call)
+            .unwrap_or_else(|| panic!("no `{call}` in {calls:?}"))
+    }
+
+    #[tokio::test]
+    async fn dependents_wait_for_ready_and_are_pruned_first() {
+        let mut h = start(true);
+        // The dependency's first create fails: the dependent is not created meanwhile.
+        h.fake.fail_next(
+            crate::engine::Op::Create,
+            crate::engine::EngineError::Other {
+                op: crate::engine::Op::Create,
+                message: "boom".into(),
+            },
+        );
+        h.source
+            .send(state(
+                vec![depending("proxy", "app"), object("app")],
+                "r1",
+                &[],
+            ))
+            .await
+            .expect("send");
+        eventually("app failed once", || {
+            h.fake.count(crate::engine::Op::Create) >= 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            h.fake.by_name("proxy").is_none(),
+            "proxy created before app was Ready"
+        );
+        let waiting = h.store.load("proxy");
+        let c = waiting.condition(ConditionType::Progressing);
+        assert!(
+            c.is_some_and(|c| c.status && c.reason == worker::REASON_WAITING),
+            "{waiting:?}"
+        );
+        // The retry (backoff, about 1 s) creates app; then proxy follows.
+        eventually("both running", || {
+            h.fake.by_name("proxy").is_some_and(|c| c.is_running())
+                && h.fake.by_name("app").is_some_and(|c| c.is_running())
+        })
+        .await;
+        let calls = h.fake.take_calls();
+        assert!(
+            position(&calls, "start app") < position(&calls, "create proxy"),
+            "{calls:?}"
+        );
+
+        // Both leave the source: proxy goes first.
+        h.source.send(state(vec![], "r2", &[])).await.expect("send");
+        eventually("both pruned", || {
+            h.fake.by_name("proxy").is_none() && h.fake.by_name("app").is_none()
+        })
+        .await;
+        let calls = h.fake.take_calls();
+        assert!(
+            position(&calls, "remove proxy") < position(&calls, "remove app"),
+            "{calls:?}"
+        );
         h.stop.take().map(|s| s.send(()));
         h.task.await.expect("controller ends");
     }

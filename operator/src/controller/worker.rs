@@ -21,6 +21,8 @@ use crate::telemetry::metrics;
 pub const REASON_SPEC_INVALID: &str = "SpecInvalid";
 /// Condition reason of an object no longer in the source (left running).
 pub const REASON_ORPHANED: &str = "Orphaned";
+/// Condition reason: a dependency (`dependsOn`) is not Ready yet.
+pub const REASON_WAITING: &str = "WaitingForDependency";
 
 /// What to do for one object.
 #[derive(Debug, Clone)]
@@ -41,6 +43,12 @@ pub enum Job {
     },
     /// It left the source and `--prune` is on: remove its containers (never volumes) and its status.
     Prune,
+    /// A dependency (`dependsOn`) is not Ready: say so in its status (Progressing, WaitingForDependency)
+    /// and change nothing.
+    Wait {
+        /// The dependency waited for.
+        dependency: String,
+    },
 }
 
 /// How a job ended.
@@ -59,6 +67,8 @@ pub enum JobResult {
     },
     /// Pruning failed part-way (retried).
     PruneFailed(EngineError),
+    /// Held back until its dependencies are Ready.
+    Waiting,
 }
 
 /// Progress lines of the executor go to debug: the controller logs one line per change.
@@ -190,6 +200,20 @@ impl Worker {
                 JobResult::Orphaned
             }
             Job::Prune => self.prune(name).await,
+            Job::Wait { dependency } => {
+                let mut status = self.ctx.store.load(name);
+                status.set_condition(
+                    ConditionType::Progressing,
+                    true,
+                    REASON_WAITING,
+                    &format!("waiting for {dependency} (dependsOn) to be Ready before any change"),
+                    Utc::now(),
+                );
+                if let Err(e) = self.ctx.store.save(&status) {
+                    tracing::warn!(object = name, error = %e, "cannot write status");
+                }
+                JobResult::Waiting
+            }
         }
     }
 
@@ -228,31 +252,36 @@ impl Worker {
     }
 
     async fn prune(&self, name: &str) -> JobResult {
-        let all = match self.ctx.engine.list_managed().await {
-            Ok(a) => a,
-            Err(e) => return JobResult::PruneFailed(e),
-        };
-        // A start-first object's host ports belong to dockop proxy: close them first. No proxy running
-        // means no route to close.
-        let switch = crate::switch::SwitchClient::in_state_dir(self.ctx.store.dir());
-        match switch.remove(name).await {
-            Ok(()) | Err(crate::switch::SwitchError::NotRunning(_)) => {}
-            Err(e) => tracing::warn!(object = name, "cannot remove the proxy route: {e}"),
+        match prune_object(&self.ctx, name).await {
+            Ok(removed) => JobResult::Pruned { removed },
+            Err(e) => JobResult::PruneFailed(e),
         }
-        let mut removed = 0;
-        for c in all.iter().filter(|c| c.label(LABEL_NAME) == Some(name)) {
-            // Volumes are never removed, not even anonymous ones.
-            if let Err(e) = self.ctx.engine.remove(&c.id, false).await
-                && !e.is_not_found()
-            {
-                return JobResult::PruneFailed(e);
-            }
-            removed += 1;
-        }
-        self.ctx.store.remove(name);
-        metrics().forget_object(name);
-        JobResult::Pruned { removed }
     }
+}
+
+/// Removes every container of `name` (never a volume, not even an anonymous one) and its status;
+/// returns how many containers went.
+pub async fn prune_object(ctx: &Ctx, name: &str) -> Result<usize, EngineError> {
+    let all = ctx.engine.list_managed().await?;
+    // A start-first object's host ports belong to dockop proxy: close them first. No proxy running
+    // means no route to close.
+    let switch = crate::switch::SwitchClient::in_state_dir(ctx.store.dir());
+    match switch.remove(name).await {
+        Ok(()) | Err(crate::switch::SwitchError::NotRunning(_)) => {}
+        Err(e) => tracing::warn!(object = name, "cannot remove the proxy route: {e}"),
+    }
+    let mut removed = 0;
+    for c in all.iter().filter(|c| c.label(LABEL_NAME) == Some(name)) {
+        if let Err(e) = ctx.engine.remove(&c.id, false).await
+            && !e.is_not_found()
+        {
+            return Err(e);
+        }
+        removed += 1;
+    }
+    ctx.store.remove(name);
+    metrics().forget_object(name);
+    Ok(removed)
 }
 
 /// Sets condition Degraded=True with `reason` on `name`'s status.

@@ -12,8 +12,9 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummary,
-    ContainerSummaryStateEnum, HostConfig, Mount, MountType, PortBinding as DockerPortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerSummaryStateEnum, EndpointSettings, HostConfig, HostConfigLogConfig, Mount, MountType,
+    NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    PortBinding as DockerPortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, ListContainersOptions, LogsOptions,
@@ -26,7 +27,8 @@ use tracing::Instrument;
 
 use super::{
     ContainerInfo, CreateRequest, Credentials, Engine, EngineError, EngineEvent, EventStream,
-    ExecOutput, LABEL_NAME, LocalImage, Op, ProgressSink, PullProgress, RunState,
+    ExecOutput, HostSettings, LABEL_MANAGED, LABEL_NAME, LocalImage, NetworkEndpoint, Op,
+    ProgressSink, PullProgress, RunState,
 };
 use crate::telemetry::metrics;
 
@@ -36,6 +38,8 @@ const QUICK: Duration = Duration::from_secs(30);
 const PULL: Duration = Duration::from_secs(30 * 60);
 /// Limit for one exec.
 const EXEC: Duration = Duration::from_secs(120);
+/// Where a host-network container is reached (it has no address of its own).
+const HOST_NETWORK_ADDRESS: &str = "127.0.0.1";
 /// Output kept from an exec or logs call.
 const OUTPUT_CAP: usize = 64 * 1024;
 
@@ -173,13 +177,16 @@ fn to_info(r: ContainerInspectResponse) -> ContainerInfo {
         Some(ContainerStateStatusEnum::DEAD) => RunState::Dead,
         _ => RunState::Exited,
     };
-    let ip_address = r.network_settings.as_ref().and_then(|n| {
-        n.networks.as_ref().and_then(|nets| {
-            nets.values()
-                .filter_map(|e| e.ip_address.clone())
-                .find(|ip| !ip.is_empty())
-        })
-    });
+    let ip_address = probe_ip(
+        r.network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .into_iter()
+            .flat_map(|nets| nets.values().map(|e| e.ip_address.clone())),
+        r.host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref()),
+    );
     ContainerInfo {
         id: r.id.unwrap_or_default(),
         name: r
@@ -214,13 +221,14 @@ fn summary_to_info(s: ContainerSummary) -> Option<ContainerInfo> {
         Some(S::DEAD) => RunState::Dead,
         _ => RunState::Exited,
     };
-    let ip_address = s.network_settings.and_then(|n| {
-        n.networks.and_then(|nets| {
-            nets.into_values()
-                .filter_map(|e| e.ip_address)
-                .find(|ip| !ip.is_empty())
-        })
-    });
+    let network_mode = s.host_config.as_ref().and_then(|h| h.network_mode.clone());
+    let ip_address = probe_ip(
+        s.network_settings
+            .and_then(|n| n.networks)
+            .into_iter()
+            .flat_map(|nets| nets.into_values().map(|e| e.ip_address)),
+        network_mode.as_deref(),
+    );
     Some(ContainerInfo {
         id: s.id?,
         name: s
@@ -240,6 +248,55 @@ fn summary_to_info(s: ContainerSummary) -> Option<ContainerInfo> {
         image_id: s.image_id.unwrap_or_default(),
         ip_address,
     })
+}
+
+/// The address a container is probed on: its first network address, else 127.0.0.1 for a host-network
+/// container (it has none of its own).
+fn probe_ip(
+    addresses: impl Iterator<Item = Option<String>>,
+    network_mode: Option<&str>,
+) -> Option<String> {
+    addresses
+        .flatten()
+        .find(|ip| !ip.is_empty())
+        .or_else(|| (network_mode == Some("host")).then(|| HOST_NETWORK_ADDRESS.to_owned()))
+}
+
+/// The endpoint of a user-defined network: its aliases.
+fn endpoint(n: &NetworkEndpoint) -> EndpointSettings {
+    EndpointSettings {
+        aliases: (!n.aliases.is_empty()).then(|| n.aliases.clone()),
+        ..Default::default()
+    }
+}
+
+/// Networking, limits, logging and hardening as Docker's `HostConfig` (the caller adds ports, mounts,
+/// init and the restart policy).
+fn host_config(h: &HostSettings) -> HostConfig {
+    let network_mode = if h.host_network {
+        Some("host".to_owned())
+    } else {
+        h.networks.first().map(|n| n.name.clone())
+    };
+    HostConfig {
+        network_mode,
+        memory: h.memory,
+        nano_cpus: h.nano_cpus,
+        pids_limit: h.pids_limit,
+        log_config: Some(HostConfigLogConfig {
+            typ: Some(h.log.driver.clone()),
+            config: Some(h.log.options.clone().into_iter().collect()),
+        }),
+        readonly_rootfs: h.readonly_rootfs.then_some(true),
+        tmpfs: (!h.tmpfs.is_empty()).then(|| h.tmpfs.clone().into_iter().collect()),
+        cap_add: (!h.cap_add.is_empty()).then(|| h.cap_add.clone()),
+        cap_drop: (!h.cap_drop.is_empty()).then(|| h.cap_drop.clone()),
+        security_opt: h
+            .no_new_privileges
+            .then(|| vec!["no-new-privileges:true".to_owned()]),
+        extra_hosts: (!h.extra_hosts.is_empty()).then(|| h.extra_hosts.clone()),
+        ..Default::default()
+    }
 }
 
 fn cap(mut s: String) -> String {
@@ -389,6 +446,34 @@ impl Engine for DockerEngine {
             .map(|_| ())
     }
 
+    async fn ensure_network(&self, name: &str) -> Result<(), EngineError> {
+        match timed(
+            Op::NetworkCreate,
+            QUICK,
+            self.docker.inspect_network(name, None),
+        )
+        .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let req = NetworkCreateRequest {
+            name: name.to_owned(),
+            driver: Some("bridge".to_owned()),
+            labels: Some(HashMap::from([(
+                LABEL_MANAGED.to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        };
+        match timed(Op::NetworkCreate, QUICK, self.docker.create_network(req)).await {
+            // Created by someone else in between: the result is the same.
+            Err(EngineError::Conflict { .. }) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     async fn create(&self, req: &CreateRequest) -> Result<String, EngineError> {
         let mut bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = HashMap::new();
         for p in &req.ports {
@@ -422,7 +507,12 @@ impl Engine for DockerEngine {
             "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
             _ => RestartPolicyNameEnum::NO,
         };
+        let h = &req.host;
         let body = ContainerCreateBody {
+            hostname: h.hostname.clone(),
+            networking_config: h.networks.first().map(|n| NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(n.name.clone(), endpoint(n))])),
+            }),
             image: Some(req.image.clone()),
             env: Some(req.env.clone()),
             cmd: req.cmd.clone(),
@@ -440,7 +530,7 @@ impl Engine for DockerEngine {
                     name: Some(restart),
                     maximum_retry_count: None,
                 }),
-                ..Default::default()
+                ..host_config(h)
             }),
             ..Default::default()
         };
@@ -454,6 +544,23 @@ impl Engine for DockerEngine {
             self.docker.create_container(Some(opts), body),
         )
         .await?;
+        // API 1.41 takes one network at create; the others are joined before the start.
+        for n in h.networks.iter().skip(1) {
+            let connect = NetworkConnectRequest {
+                container: r.id.clone(),
+                endpoint_config: Some(endpoint(n)),
+            };
+            if let Err(e) = timed(
+                Op::NetworkConnect,
+                QUICK,
+                self.docker.connect_network(&n.name, connect),
+            )
+            .await
+            {
+                let _ = self.remove(&r.id, true).await;
+                return Err(e);
+            }
+        }
         Ok(r.id)
     }
 
@@ -642,5 +749,64 @@ impl Engine for DockerEngine {
                 }
             });
         Box::pin(stream)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::engine::LogConfig;
+
+    #[test]
+    fn host_config_carries_limits_and_hardening() {
+        let h = HostSettings {
+            networks: vec![NetworkEndpoint {
+                name: "web".into(),
+                aliases: vec!["app".into()],
+            }],
+            memory: Some(512 << 20),
+            nano_cpus: Some(1_500_000_000),
+            pids_limit: Some(512),
+            log: LogConfig {
+                driver: "json-file".into(),
+                options: BTreeMap::from([("max-size".into(), "10m".into())]),
+            },
+            readonly_rootfs: true,
+            tmpfs: BTreeMap::from([("/tmp".into(), "size=1024".into())]),
+            cap_add: vec!["NET_BIND_SERVICE".into()],
+            cap_drop: vec!["ALL".into()],
+            no_new_privileges: true,
+            extra_hosts: vec!["db:10.0.0.5".into()],
+            ..Default::default()
+        };
+        let c = host_config(&h);
+        assert_eq!(c.network_mode.as_deref(), Some("web"));
+        assert_eq!(c.memory, Some(512 << 20));
+        assert_eq!(c.nano_cpus, Some(1_500_000_000));
+        assert_eq!(c.pids_limit, Some(512));
+        let log = c.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(
+            log.config.unwrap().get("max-size").map(String::as_str),
+            Some("10m")
+        );
+        assert_eq!(c.readonly_rootfs, Some(true));
+        assert_eq!(
+            c.tmpfs.unwrap().get("/tmp").map(String::as_str),
+            Some("size=1024")
+        );
+        assert_eq!(c.cap_add.unwrap(), ["NET_BIND_SERVICE"]);
+        assert_eq!(c.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!(c.security_opt.unwrap(), ["no-new-privileges:true"]);
+        assert_eq!(c.extra_hosts.unwrap(), ["db:10.0.0.5"]);
+        assert_eq!(endpoint(&h.networks[0]).aliases.unwrap(), ["app"]);
+        let host = host_config(&HostSettings {
+            host_network: true,
+            ..Default::default()
+        });
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.readonly_rootfs, None);
+        assert_eq!(host.cap_drop, None);
     }
 }

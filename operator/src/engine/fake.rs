@@ -27,6 +27,8 @@ pub struct FakeState {
     pub images: BTreeSet<String>,
     /// Volumes.
     pub volumes: BTreeSet<String>,
+    /// Networks.
+    pub networks: BTreeSet<String>,
     /// Every mutating call, e.g. `create web`, `stop web`, `rename web -> web-previous`.
     pub calls: Vec<String>,
     /// Errors returned by the next calls of an operation, in order.
@@ -207,8 +209,27 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn ensure_network(&self, name: &str) -> Result<(), EngineError> {
+        let mut s = self.check(Op::NetworkCreate)?;
+        if s.networks.insert(name.to_owned()) {
+            s.calls.push(format!("network {name}"));
+        }
+        Ok(())
+    }
+
     async fn create(&self, req: &CreateRequest) -> Result<String, EngineError> {
         let mut s = self.check(Op::Create)?;
+        if let Some(n) = req
+            .host
+            .networks
+            .iter()
+            .find(|n| !s.networks.contains(&n.name))
+        {
+            return Err(EngineError::NotFound {
+                op: Op::Create,
+                message: format!("network {} not found", n.name),
+            });
+        }
         if s.containers.values().any(|c| c.name == req.name) {
             return Err(EngineError::Conflict {
                 op: Op::Create,

@@ -24,6 +24,8 @@ pub const LABEL_SPEC_HASH: &str = "dockop.dev/spec-hash";
 pub const LABEL_DIGEST: &str = "dockop.dev/digest";
 /// Image reference as written in the spec (display).
 pub const LABEL_IMAGE: &str = "dockop.dev/image";
+/// On networks dockop created (`true`).
+pub const LABEL_MANAGED: &str = "dockop.dev/managed";
 /// Counter of changes dockop made to this object.
 pub const LABEL_GENERATION: &str = "dockop.dev/generation";
 
@@ -116,6 +118,75 @@ pub struct MountSpec {
     pub read_only: bool,
 }
 
+/// A user-defined network the container joins at create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkEndpoint {
+    /// Network name.
+    pub name: String,
+    /// DNS aliases on that network.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// Log driver and options.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// Driver name (`json-file`).
+    pub driver: String,
+    /// Driver options.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Networking, limits and hardening of a container. Serialized (defaults skipped) into the spec hash, so
+/// a container created before these settings existed keeps its hash; the log config is hashed from the
+/// spec instead (its default applies at the next recreate).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct HostSettings {
+    /// User-defined networks, joined at create (none: Docker's default bridge).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkEndpoint>,
+    /// `--network host`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub host_network: bool,
+    /// Memory limit in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// CPU limit in billionths of a CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<i64>,
+    /// Process limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    /// Log driver and options.
+    #[serde(skip)]
+    pub log: LogConfig,
+    /// Read-only root filesystem.
+    #[serde(skip_serializing_if = "is_false")]
+    pub readonly_rootfs: bool,
+    /// tmpfs mounts: path -> options (`size=67108864`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tmpfs: BTreeMap<String, String>,
+    /// Capabilities added.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `no-new-privileges`.
+    #[serde(skip_serializing_if = "is_false")]
+    pub no_new_privileges: bool,
+    /// `/etc/hosts` entries, `HOST:IP`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Everything needed to create a container. Built by [`crate::plan`] from the spec; contains resolved env
 /// values (possibly secret), so it is never logged or serialized whole.
 #[derive(Clone, PartialEq, Eq)]
@@ -148,6 +219,8 @@ pub struct CreateRequest {
     pub stop_timeout: u32,
     /// Restart policy name.
     pub restart: String,
+    /// Networking, limits and hardening.
+    pub host: HostSettings,
 }
 
 impl fmt::Debug for CreateRequest {
@@ -158,6 +231,7 @@ impl fmt::Debug for CreateRequest {
             .field("env", &format_args!("[{} entries]", self.env.len()))
             .field("ports", &self.ports)
             .field("mounts", &self.mounts)
+            .field("host", &self.host)
             .finish_non_exhaustive()
     }
 }
@@ -242,6 +316,10 @@ pub enum Op {
     Pull,
     /// Create a volume.
     VolumeCreate,
+    /// Inspect or create a network.
+    NetworkCreate,
+    /// Connect a container to a network.
+    NetworkConnect,
     /// Create a container.
     Create,
     /// Start.
@@ -273,6 +351,8 @@ impl Op {
             Op::ImageInspect => "image_inspect",
             Op::Pull => "pull",
             Op::VolumeCreate => "volume_create",
+            Op::NetworkCreate => "network_create",
+            Op::NetworkConnect => "network_connect",
             Op::Create => "create",
             Op::Start => "start",
             Op::Stop => "stop",
@@ -408,7 +488,11 @@ pub trait Engine: Send + Sync + fmt::Debug {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), EngineError>;
-    /// Create a container; returns its ID.
+    /// Create the user-defined bridge network when missing, labelled [`LABEL_MANAGED`]`=true` (an
+    /// existing network is used as it is). dockop never removes networks.
+    async fn ensure_network(&self, name: &str) -> Result<(), EngineError>;
+    /// Create a container; returns its ID. It joins every network of `req.host.networks` with its
+    /// aliases before it starts.
     async fn create(&self, req: &CreateRequest) -> Result<String, EngineError>;
     /// Start.
     async fn start(&self, id: &str) -> Result<(), EngineError>;

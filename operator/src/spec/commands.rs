@@ -320,6 +320,10 @@ pub const FIELD_DEFAULTS: &[(&str, &str)] = &[
     ("spec.init", "true"),
     ("spec.stopTimeoutSeconds", "10"),
     ("spec.restart", "unless-stopped"),
+    ("spec.hostNetwork", "false"),
+    ("spec.logging.driver", "json-file"),
+    ("spec.readOnlyRootFilesystem", "false"),
+    ("spec.noNewPrivileges", "false"),
 ];
 
 /// Examples per field for the reference table.
@@ -368,6 +372,23 @@ const FIELD_EXAMPLES: &[(&str, &str)] = &[
     ("spec.restart", "always"),
     ("spec.user", "\"1000:1000\""),
     ("spec.workingDir", "/workspace"),
+    ("spec.networks[].name", "web"),
+    ("spec.networks[].aliases", "[opencode-backend]"),
+    ("spec.hostNetwork", "true"),
+    ("spec.dependsOn", "[opencode]"),
+    ("spec.resources.memory", "512Mi"),
+    ("spec.resources.cpus", "1.5"),
+    ("spec.resources.pids", "512"),
+    ("spec.logging.driver", "json-file"),
+    ("spec.logging.options", "{max-size: 10m, max-file: \"3\"}"),
+    ("spec.readOnlyRootFilesystem", "true"),
+    ("spec.tmpfs[].mountPath", "/tmp"),
+    ("spec.tmpfs[].size", "64Mi"),
+    ("spec.capabilities.add", "[NET_BIND_SERVICE]"),
+    ("spec.capabilities.drop", "[ALL]"),
+    ("spec.noNewPrivileges", "true"),
+    ("spec.extraHosts", "[\"db.internal:10.0.0.5\"]"),
+    ("spec.hostname", "opencode"),
 ];
 
 struct Row {
@@ -615,6 +636,33 @@ Semantic rules:
 - `spec.health.path` starts with `/`; `spec.health.port` is one of `spec.ports[].containerPort` when
   ports are published.
 - `spec.update.window` parses (below).
+- `spec.networks`: names are user-defined networks (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, not `bridge`,
+  `host`, `none` or `default`), each listed once; aliases are DNS names, unique per network.
+- `spec.hostNetwork: true` excludes `ports`, `networks` and `hostname`.
+- `spec.dependsOn`: each entry names another object in the files read together, once; no object
+  depends on itself and the dependencies have no cycle (reported at the entry that closes it, with the
+  cycle spelled out).
+- `spec.resources.memory` and `spec.tmpfs[].size` are Kubernetes quantities (`512Mi`, `1Gi`, `256M`,
+  plain bytes); memory is at least 6Mi. `cpus` is 0.01–1024, `pids` at least 1.
+- `spec.logging.driver` is a Docker log driver (`json-file`, `local`, `journald`, `syslog`, `none`,
+  ...); for `json-file` and `local`, `max-size` is a Docker size (`10m`) and `max-file` a count
+  (`"3"`); `none` takes no options.
+- `spec.tmpfs[].mountPath` is absolute, not `/`, and not used by a volume or another tmpfs.
+- `spec.capabilities.add`/`drop`: capability names from capabilities(7) without `CAP_`, upper case, or
+  `ALL`; each listed once, none both added and dropped.
+- `spec.extraHosts`: `HOST:IP` entries (`host-gateway` is accepted as the IP); `spec.hostname` is an
+  RFC 1123 host name.
+
+Networking, limits and hardening:
+
+- Absent `logging` means `json-file` with `max-size: 10m`, `max-file: "3"`: logs never fill the disk.
+- A network in `networks` is created when missing (bridge driver, label `dockop.dev/managed=true`) and
+  never removed by dockop, not even by `--prune`. The container joins every listed network at create.
+- A preflight candidate joins the same networks **without** their aliases (so it can reach what it
+  depends on, while nothing reaches it by alias), and a `hostNetwork` candidate runs on the default
+  bridge (the running app holds the host's ports); both are probed on their own address.
+- Every field above is part of the spec hash: changing one recreates the container, health-gated like
+  any update. Fields left at their defaults are not hashed, so upgrading dockop recreates nothing.
 
 Warnings (printed; validation still succeeds):
 

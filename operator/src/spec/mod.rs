@@ -3,7 +3,9 @@
 pub mod commands;
 pub mod hash;
 pub mod load;
+pub mod order;
 pub mod password;
+pub mod quantity;
 mod types;
 pub mod validate;
 pub mod window;

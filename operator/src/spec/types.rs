@@ -126,6 +126,127 @@ pub struct ContainerSpec {
     /// Working directory inside the container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
+    /// User-defined bridge networks the container joins, each with its DNS aliases. A missing network
+    /// is created (labelled `dockop.dev/managed=true`) and never removed by dockop. Without networks the
+    /// container is on Docker's default bridge. A preflight candidate joins the same networks without
+    /// the aliases, so no other container reaches it by alias.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkAttachment>,
+    /// Share the host's network stack (Docker's `--network host`). Excludes `ports`, `networks` and
+    /// `hostname`; health probes go to 127.0.0.1.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub host_network: bool,
+    /// Objects that must be Ready before this one is created or updated (`apply` and `run` follow the
+    /// order; `run --prune` removes in reverse order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Resource limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Log driver and options. Absent: `json-file` with `max-size: 10m` and `max-file: "3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Mount the container's root filesystem read-only (write to `tmpfs` or `volumes`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub read_only_root_filesystem: bool,
+    /// In-memory file systems.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tmpfs: Vec<Tmpfs>,
+    /// Linux capabilities added to or dropped from Docker's default set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+    /// Forbid the process to gain privileges (setuid, file capabilities): `no-new-privileges`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub no_new_privileges: bool,
+    /// Extra `/etc/hosts` entries, `HOST:IP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// Host name inside the container (an RFC 1123 host name). Default: Docker's (the container ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// A user-defined bridge network the container joins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkAttachment {
+    /// Network name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`; not `bridge`, `host` or `none`).
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    /// DNS names other containers on this network reach the container by (besides its own name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// Memory limit as a Kubernetes quantity: `512Mi`, `1Gi`, `256M`, `1000000` (bytes); at least 6Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// CPU limit in CPUs, e.g. `1.5` (Docker's `--cpus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.01, max = 1024.0))]
+    pub cpus: Option<f64>,
+    /// Most processes and threads the container may run (`--pids-limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4194304))]
+    pub pids: Option<i64>,
+}
+
+/// Log driver and its options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    /// Docker log driver, e.g. `json-file`, `local`, `journald`, `syslog`, `none`.
+    #[serde(default = "default_log_driver")]
+    pub driver: String,
+    /// Driver options, e.g. `{max-size: 10m, max-file: "3"}` (values are strings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// An in-memory file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tmpfs {
+    /// Absolute path inside the container.
+    pub mount_path: String,
+    /// Size limit as a Kubernetes quantity, e.g. `64Mi`. Default: Docker's (half the host's memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+/// Linux capabilities, by name without the `CAP_` prefix (`NET_BIND_SERVICE`), or `ALL`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Capabilities {
+    /// Capabilities added to Docker's default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Capabilities removed from Docker's default set (`ALL` drops every one; `add` then grants back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+/// The log driver used when `logging` is absent.
+pub const DEFAULT_LOG_DRIVER: &str = "json-file";
+fn default_log_driver() -> String {
+    DEFAULT_LOG_DRIVER.to_owned()
+}
+
+impl Logging {
+    /// `json-file` with `max-size: 10m` and `max-file: "3"`: what a container gets when `logging` is absent.
+    pub fn rotated_default() -> Self {
+        Self {
+            driver: DEFAULT_LOG_DRIVER.to_owned(),
+            options: BTreeMap::from([
+                ("max-size".to_owned(), "10m".to_owned()),
+                ("max-file".to_owned(), "3".to_owned()),
+            ]),
+        }
+    }
 }
 
 /// An environment variable: a literal `value` or a value read from a file (`valueFrom.file`), which keeps
@@ -555,6 +676,11 @@ impl Container {
     /// The object's name (also the container name).
     pub fn name(&self) -> &str {
         &self.metadata.name
+    }
+
+    /// The names in `spec.dependsOn`.
+    pub fn depends_on_names(&self) -> impl Iterator<Item = &str> {
+        self.spec.depends_on.iter().map(String::as_str)
     }
 }
 

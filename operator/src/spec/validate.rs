@@ -728,6 +728,14 @@ fn semantic_findings(json: &Value, out: &mut Vec<Finding>) {
     check_ports(spec, out);
     check_health(spec, out);
     check_strategy(spec, out);
+    check_networks(spec, out);
+    check_depends_on(json, spec, out);
+    check_resources(spec, out);
+    check_logging(spec, out);
+    check_tmpfs(spec, out);
+    check_capabilities(spec, out);
+    check_extra_hosts(spec, out);
+    check_hostname(spec, out);
     if let Some(window) = get(spec, &["update", "window"]).and_then(Value::as_str)
         && let Err(why) = Window::parse(window)
     {
@@ -1244,6 +1252,423 @@ fn check_probe_credentials(health: &Value, out: &mut Vec<Finding>) {
     }
 }
 
+/// Docker's predefined networks: not user-defined bridges (no aliases), picked by other fields.
+const PREDEFINED_NETWORKS: &[&str] = &["bridge", "host", "none", "default"];
+
+/// An RFC 1123 label: letters, digits and `-`, not at either end, 1-63 characters.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// An RFC 1123 host name: dot-separated labels, at most 253 characters.
+fn is_hostname(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn check_networks(spec: &Value, out: &mut Vec<Finding>) {
+    let host = spec.get("hostNetwork") == Some(&Value::Bool(true));
+    if host {
+        if items(spec.get("ports")).next().is_some() {
+            out.push(Finding::error(
+                spec_path(&[k("hostNetwork")]),
+                "hostNetwork shares the host's ports: ports cannot be published as well",
+                Some("remove spec.ports (the app listens on the host directly), or remove hostNetwork".to_owned()),
+            ));
+        }
+        if items(spec.get("networks")).next().is_some() {
+            out.push(Finding::error(
+                spec_path(&[k("hostNetwork")]),
+                "hostNetwork and networks exclude each other: a host-network container joins no other network",
+                Some("remove spec.networks, or remove hostNetwork".to_owned()),
+            ));
+        }
+        if present(spec, "hostname") {
+            out.push(Finding::error(
+                spec_path(&[k("hostname")]),
+                "a host-network container has the host's name: hostname cannot be set",
+                Some("remove spec.hostname, or remove hostNetwork".to_owned()),
+            ));
+        }
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, net) in items(spec.get("networks")) {
+        let at = |rest: &[Seg]| {
+            let mut p = vec![k("networks"), Seg::Index(i)];
+            p.extend_from_slice(rest);
+            spec_path(&p)
+        };
+        if let Some(name) = str_at(net, "name") {
+            if PREDEFINED_NETWORKS.contains(&name) {
+                let fix = if name == "host" {
+                    "use `hostNetwork: true` instead".to_owned()
+                } else {
+                    "name a user-defined network (e.g. web): dockop creates it; leave networks out to stay on the default bridge".to_owned()
+                };
+                out.push(Finding::error(
+                    at(&[k("name")]),
+                    format!("\"{name}\" is one of Docker's predefined networks, not a user-defined bridge"),
+                    Some(fix),
+                ));
+            } else if !name.is_empty() && !is_volume_name(name) {
+                out.push(Finding::error(
+                    at(&[k("name")]),
+                    format!("{} is not a valid network name", quote(name)),
+                    Some(
+                        "use letters, digits, '_', '.' and '-', starting with a letter or digit"
+                            .to_owned(),
+                    ),
+                ));
+            }
+            if let Some(first) = seen.get(name) {
+                out.push(Finding::error(
+                    at(&[k("name")]),
+                    format!("network \"{name}\" is listed twice (first at spec.networks[{first}])"),
+                    Some("list each network once, with all of its aliases".to_owned()),
+                ));
+            } else {
+                seen.insert(name, i);
+            }
+        }
+        let mut aliases: HashMap<&str, usize> = HashMap::new();
+        for (j, alias) in items(net.get("aliases")) {
+            let Some(a) = alias.as_str() else { continue };
+            if !is_hostname(a) {
+                out.push(Finding::error(
+                    at(&[k("aliases"), Seg::Index(j)]),
+                    format!("{} is not a DNS name", quote(a)),
+                    Some("use letters, digits and '-' in dot-separated labels, e.g. opencode-backend".to_owned()),
+                ));
+            } else if let Some(first) = aliases.get(a) {
+                out.push(Finding::error(
+                    at(&[k("aliases"), Seg::Index(j)]),
+                    format!("alias \"{a}\" is listed twice (first at aliases[{first}])"),
+                    Some("keep one of them".to_owned()),
+                ));
+            } else {
+                aliases.insert(a, j);
+            }
+        }
+    }
+}
+
+fn check_depends_on(json: &Value, spec: &Value, out: &mut Vec<Finding>) {
+    let own = get(json, &["metadata", "name"]).and_then(Value::as_str);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, dep) in items(spec.get("dependsOn")) {
+        let Some(d) = dep.as_str() else { continue };
+        let at = spec_path(&[k("dependsOn"), Seg::Index(i)]);
+        if Some(d) == own {
+            out.push(Finding::error(
+                at,
+                format!("\"{d}\" depends on itself"),
+                Some("remove this entry".to_owned()),
+            ));
+        } else if let Some(first) = seen.get(d) {
+            out.push(Finding::error(
+                at,
+                format!("\"{d}\" is listed twice (first at spec.dependsOn[{first}])"),
+                Some("keep one of them".to_owned()),
+            ));
+        } else {
+            seen.insert(d, i);
+        }
+    }
+}
+
+fn quantity_finding(path: Vec<Seg>, text: &str, why: impl std::fmt::Display) -> Finding {
+    Finding::error(
+        path,
+        format!("{} is not a size: {why}", quote(text)),
+        Some("write a Kubernetes quantity: a number with Ki, Mi, Gi (powers of 1024) or k, M, G (powers of 1000), e.g. 512Mi".to_owned()),
+    )
+}
+
+/// Docker refuses memory limits below 6 MiB.
+const MIN_MEMORY: u64 = 6 << 20;
+
+fn check_resources(spec: &Value, out: &mut Vec<Finding>) {
+    let Some(memory) = get(spec, &["resources", "memory"]).and_then(Value::as_str) else {
+        return;
+    };
+    let path = spec_path(&[k("resources"), k("memory")]);
+    match super::quantity::parse_bytes(memory) {
+        Err(why) => out.push(quantity_finding(path, memory, why)),
+        Ok(bytes) if bytes < MIN_MEMORY => out.push(Finding::error(
+            path,
+            format!(
+                "{} is {bytes} bytes: Docker needs at least 6Mi",
+                quote(memory)
+            ),
+            Some("use 6Mi or more (most apps need 64Mi or more)".to_owned()),
+        )),
+        Ok(_) => {}
+    }
+}
+
+/// Log drivers a stock Docker engine ships.
+const LOG_DRIVERS: &[&str] = &[
+    "json-file",
+    "local",
+    "journald",
+    "syslog",
+    "none",
+    "fluentd",
+    "gelf",
+    "awslogs",
+    "splunk",
+    "etwlogs",
+    "gcplogs",
+    "logentries",
+];
+
+fn check_logging(spec: &Value, out: &mut Vec<Finding>) {
+    let Some(logging) = spec.get("logging").filter(|l| l.is_object()) else {
+        return;
+    };
+    let driver = str_at(logging, "driver").unwrap_or(super::DEFAULT_LOG_DRIVER);
+    if !LOG_DRIVERS.contains(&driver) {
+        let all: Vec<String> = LOG_DRIVERS.iter().map(|s| (*s).to_owned()).collect();
+        let hint = did_you_mean(driver, &all)
+            .map(|s| format!(" (did you mean \"{s}\"?)"))
+            .unwrap_or_default();
+        out.push(Finding::error(
+            spec_path(&[k("logging"), k("driver")]),
+            format!("{} is not a Docker log driver", quote(driver)),
+            Some(format!("use one of: {}{hint}", LOG_DRIVERS.join(", "))),
+        ));
+    }
+    let Some(options) = logging.get("options").and_then(Value::as_object) else {
+        return;
+    };
+    let at = |key: &str| spec_path(&[k("logging"), k("options"), Seg::Key(key.to_owned())]);
+    if driver == "none" && !options.is_empty() {
+        out.push(Finding::error(
+            spec_path(&[k("logging"), k("options")]),
+            "the none driver keeps no logs and takes no options",
+            Some("remove options, or pick a driver that keeps logs (json-file, local)".to_owned()),
+        ));
+    }
+    if matches!(driver, "json-file" | "local") {
+        if let Some(size) = options.get("max-size").and_then(Value::as_str)
+            && !is_docker_size(size)
+        {
+            out.push(Finding::error(
+                at("max-size"),
+                format!("{} is not a log size", quote(size)),
+                Some("write a number with k, m or g, as Docker expects, e.g. 10m".to_owned()),
+            ));
+        }
+        if let Some(files) = options.get("max-file").and_then(Value::as_str)
+            && !files.parse::<u32>().is_ok_and(|n| n >= 1)
+        {
+            out.push(Finding::error(
+                at("max-file"),
+                format!("{} is not a number of files", quote(files)),
+                Some("write a whole number of 1 or more, quoted: max-file: \"3\"".to_owned()),
+            ));
+        }
+    }
+}
+
+/// Docker's log size syntax (`go-units` RAMInBytes): a number and an optional k/m/g (any case, optional b).
+fn is_docker_size(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    let t = lower.trim_end_matches('b');
+    let t = t.trim_end_matches(['k', 'm', 'g', 't']);
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && lower.len() - t.len() <= 2
+}
+
+fn check_tmpfs(spec: &Value, out: &mut Vec<Finding>) {
+    let volumes: Vec<String> = items(spec.get("volumes"))
+        .filter_map(|(_, v)| str_at(v, "mountPath"))
+        .map(|m| m.trim_end_matches('/').to_owned())
+        .collect();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, t) in items(spec.get("tmpfs")) {
+        let at = |f: &str| spec_path(&[k("tmpfs"), Seg::Index(i), k(f)]);
+        if let Some(mount) = str_at(t, "mountPath") {
+            let normal = mount.trim_end_matches('/').to_owned();
+            if !is_absolute(mount) {
+                out.push(Finding::error(
+                    at("mountPath"),
+                    format!("{} is not an absolute path", quote(mount)),
+                    Some(ABSOLUTE_FIX.to_owned()),
+                ));
+            } else if normal.is_empty() {
+                out.push(Finding::error(
+                    at("mountPath"),
+                    "cannot mount over the container's root /",
+                    Some("mount at a directory such as /tmp".to_owned()),
+                ));
+            } else if volumes.contains(&normal) {
+                out.push(Finding::error(
+                    at("mountPath"),
+                    format!("{} is already used by spec.volumes", quote(mount)),
+                    Some("mount the tmpfs at another path, or drop one of them".to_owned()),
+                ));
+            } else if let Some(first) = seen.get(&normal) {
+                out.push(Finding::error(
+                    at("mountPath"),
+                    format!("{} is already used by spec.tmpfs[{first}]", quote(mount)),
+                    Some("mount each tmpfs at its own path".to_owned()),
+                ));
+            } else {
+                seen.insert(normal, i);
+            }
+        }
+        if let Some(size) = str_at(t, "size")
+            && let Err(why) = super::quantity::parse_bytes(size)
+        {
+            out.push(quantity_finding(at("size"), size, why));
+        }
+    }
+}
+
+/// Linux capabilities by name (without `CAP_`), as Docker accepts them.
+pub const CAPABILITIES: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "SYSLOG",
+    "WAKE_ALARM",
+];
+
+fn check_capabilities(spec: &Value, out: &mut Vec<Finding>) {
+    let Some(caps) = spec.get("capabilities").filter(|c| c.is_object()) else {
+        return;
+    };
+    let known: Vec<String> = CAPABILITIES.iter().map(|c| (*c).to_owned()).collect();
+    for list in ["add", "drop"] {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, cap) in items(caps.get(list)) {
+            let Some(c) = cap.as_str() else { continue };
+            let at = spec_path(&[k("capabilities"), k(list), Seg::Index(i)]);
+            let bare = c.strip_prefix("CAP_").unwrap_or(c);
+            if c == "ALL" || CAPABILITIES.contains(&c) {
+                if let Some(first) = seen.get(c) {
+                    out.push(Finding::error(
+                        at,
+                        format!("{c} is listed twice (first at capabilities.{list}[{first}])"),
+                        Some("keep one of them".to_owned()),
+                    ));
+                } else {
+                    seen.insert(c, i);
+                }
+            } else if bare != c && CAPABILITIES.contains(&bare) {
+                out.push(Finding::error(
+                    at,
+                    format!("write capabilities without the CAP_ prefix: {}", quote(c)),
+                    Some(format!("write {bare}")),
+                ));
+            } else if CAPABILITIES.contains(&c.to_ascii_uppercase().as_str())
+                || c.eq_ignore_ascii_case("all")
+            {
+                out.push(Finding::error(
+                    at,
+                    format!("capability names are upper case: {}", quote(c)),
+                    Some(format!("write {}", c.to_ascii_uppercase())),
+                ));
+            } else {
+                let fix = match did_you_mean(bare, &known) {
+                    Some(s) => format!("did you mean {s}? (names as in capabilities(7), without CAP_, or ALL)"),
+                    None => "use a name from capabilities(7) without CAP_, e.g. NET_BIND_SERVICE, or ALL".to_owned(),
+                };
+                out.push(Finding::error(
+                    at,
+                    format!("{} is not a Linux capability", quote(c)),
+                    Some(fix),
+                ));
+            }
+        }
+    }
+    let adds: Vec<&str> = items(caps.get("add"))
+        .filter_map(|(_, c)| c.as_str())
+        .collect();
+    for (i, cap) in items(caps.get("drop")) {
+        if let Some(c) = cap.as_str()
+            && c != "ALL"
+            && adds.contains(&c)
+        {
+            out.push(Finding::error(
+                spec_path(&[k("capabilities"), k("drop"), Seg::Index(i)]),
+                format!("{c} is both added and dropped"),
+                Some("keep it in one list: add grants it, drop removes it".to_owned()),
+            ));
+        }
+    }
+}
+
+fn check_extra_hosts(spec: &Value, out: &mut Vec<Finding>) {
+    for (i, entry) in items(spec.get("extraHosts")) {
+        let Some(e) = entry.as_str() else { continue };
+        let ok = e.split_once(':').is_some_and(|(host, ip)| {
+            is_hostname(host) && (ip == "host-gateway" || ip.parse::<IpAddr>().is_ok())
+        });
+        if !ok {
+            out.push(Finding::error(
+                spec_path(&[k("extraHosts"), Seg::Index(i)]),
+                format!("{} is not a HOST:IP entry", quote(e)),
+                Some(
+                    "write the host name, a colon and an IP address, e.g. \"db.internal:10.0.0.5\""
+                        .to_owned(),
+                ),
+            ));
+        }
+    }
+}
+
+fn check_hostname(spec: &Value, out: &mut Vec<Finding>) {
+    if let Some(h) = str_at(spec, "hostname")
+        && !is_hostname(h)
+    {
+        out.push(Finding::error(
+            spec_path(&[k("hostname")]),
+            format!("{} is not a host name", quote(h)),
+            Some("use letters, digits and '-' in dot-separated labels of at most 63 characters, e.g. opencode".to_owned()),
+        ));
+    }
+}
+
 /// `sha256:` followed by 64 lowercase hex digits.
 pub fn is_sha256_digest(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
@@ -1445,6 +1870,106 @@ fn check_across(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
             }
         }
         published.extend(mine.into_iter().map(|b| (d, b)));
+    }
+    check_dependencies(docs, per_doc);
+}
+
+/// An object in the dependency graph: its document and its `dependsOn` entries (index, name).
+type Node<'a> = (usize, Vec<(usize, &'a str)>);
+
+/// `dependsOn` across every file read together: each name is an object, and the order has no cycle.
+fn check_dependencies(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
+    // name -> (document, its dependsOn entries with their index)
+    let mut graph: BTreeMap<&str, Node<'_>> = BTreeMap::new();
+    for (d, doc) in docs.iter().enumerate() {
+        let Some(name) = get(&doc.json, &["metadata", "name"]).and_then(Value::as_str) else {
+            continue;
+        };
+        let deps: Vec<(usize, &str)> = items(get(&doc.json, &["spec", "dependsOn"]))
+            .filter_map(|(i, v)| v.as_str().map(|s| (i, s)))
+            .filter(|(_, s)| *s != name)
+            .collect();
+        graph.entry(name).or_insert((d, deps));
+    }
+    let names: Vec<String> = graph.keys().map(|n| (*n).to_owned()).collect();
+    for (d, deps) in graph.values() {
+        for (i, dep) in deps {
+            if graph.contains_key(dep) {
+                continue;
+            }
+            let fix = match did_you_mean(dep, &names) {
+                Some(s) => format!("did you mean \"{s}\"?"),
+                None => "name an object declared in the files read together (metadata.name), or remove the entry".to_owned(),
+            };
+            if let Some(f) = per_doc.get_mut(*d) {
+                f.push(Finding::error(
+                    spec_path(&[k("dependsOn"), Seg::Index(*i)]),
+                    format!("\"{dep}\" is not an object in the files read together"),
+                    Some(fix),
+                ));
+            }
+        }
+    }
+    // Depth-first search; a back edge closes a cycle, reported at the entry that closes it.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut marks: BTreeMap<&str, Mark> = graph.keys().map(|n| (*n, Mark::New)).collect();
+    let mut found: Vec<(usize, usize, String)> = Vec::new();
+    for start in graph.keys().copied() {
+        if marks.get(start) != Some(&Mark::New) {
+            continue;
+        }
+        // (node, next edge to follow); `path` mirrors the open nodes.
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        marks.insert(start, Mark::Open);
+        while let Some((node, edge)) = stack.last().copied() {
+            let Some((doc, deps)) = graph.get(node) else {
+                stack.pop();
+                continue;
+            };
+            match deps.get(edge) {
+                None => {
+                    marks.insert(node, Mark::Done);
+                    stack.pop();
+                }
+                Some((index, dep)) => {
+                    if let Some(top) = stack.last_mut() {
+                        top.1 += 1;
+                    }
+                    match marks.get(dep) {
+                        Some(Mark::New) => {
+                            marks.insert(dep, Mark::Open);
+                            stack.push((dep, 0));
+                        }
+                        Some(Mark::Open) => {
+                            let from = stack.iter().position(|(n, _)| n == dep).unwrap_or(0);
+                            let mut cycle: Vec<&str> = stack
+                                .get(from..)
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|(n, _)| *n)
+                                .collect();
+                            cycle.push(dep);
+                            found.push((*doc, *index, cycle.join(" -> ")));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    for (doc, index, cycle) in found {
+        if let Some(f) = per_doc.get_mut(doc) {
+            f.push(Finding::error(
+                spec_path(&[k("dependsOn"), Seg::Index(index)]),
+                format!("dependency cycle: {cycle}"),
+                Some("objects start in dependsOn order, so a cycle can never start: remove one of these entries".to_owned()),
+            ));
+        }
     }
 }
 

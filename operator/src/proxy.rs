@@ -221,9 +221,18 @@ impl Body for Guarded {
     }
 }
 
+/// A route's metric handles, made once: the request path does no label lookups.
+struct RouteMetrics {
+    active: Gauge,
+    ok: Counter,
+    duration: Histogram,
+    upstream_errors: Counter,
+}
+
 /// A route being served: its listeners and its current upstream.
 struct Live {
     name: String,
+    metrics: RouteMetrics,
     current: RwLock<Arc<Upstream>>,
     listeners: std::sync::Mutex<BTreeMap<switch::Listener, JoinHandle<()>>>,
     /// One switch at a time per route.
@@ -443,8 +452,17 @@ impl Proxy {
             Err(p) => p.into_inner(),
         };
         Arc::clone(g.entry(name.to_owned()).or_insert_with(|| {
+            let labels = object(name);
+            let mut ok = labels.clone();
+            ok.push(("code", "200".to_owned()));
             Arc::new(Live {
                 name: name.to_owned(),
+                metrics: RouteMetrics {
+                    active: self.metrics.active.get_or_create(&labels).clone(),
+                    ok: self.metrics.requests.get_or_create(&ok).clone(),
+                    duration: self.metrics.duration.get_or_create(&labels).clone(),
+                    upstream_errors: self.metrics.upstream_errors.get_or_create(&labels).clone(),
+                },
                 current: RwLock::new(Upstream::new(ip, container_id.to_owned())),
                 listeners: std::sync::Mutex::new(BTreeMap::new()),
                 switching: Mutex::new(()),
@@ -617,12 +635,8 @@ async fn forward(
     mut req: Request<Incoming>,
 ) -> hyper::Response<ProxyBody> {
     let started = Instant::now();
-    let labels = object(&live.name);
     let upstream = live.current();
-    let open = Open::new(
-        Arc::clone(&upstream),
-        proxy.metrics.active.get_or_create(&labels).clone(),
-    );
+    let open = Open::new(Arc::clone(&upstream), live.metrics.active.clone());
     let addr = SocketAddr::new(upstream.ip, container_port);
     let path = req
         .uri()
@@ -655,7 +669,7 @@ async fn forward(
                         hyper::Response::from_parts(parts, body.boxed_unsync())
                     }
                     Err(e) => {
-                        proxy.metrics.upstream_errors.get_or_create(&labels).inc();
+                        live.metrics.upstream_errors.inc();
                         tracing::debug!(object = %live.name, upstream = %addr, "upstream: {e}");
                         plain(StatusCode::BAD_GATEWAY, "upstream unavailable")
                     }
@@ -663,13 +677,15 @@ async fn forward(
             }
         }
     };
-    let mut code = labels.clone();
-    code.push(("code", resp.status().as_u16().to_string()));
-    proxy.metrics.requests.get_or_create(&code).inc();
-    proxy
-        .metrics
+    if resp.status() == StatusCode::OK {
+        live.metrics.ok.inc();
+    } else {
+        let mut code = object(&live.name);
+        code.push(("code", resp.status().as_u16().to_string()));
+        proxy.metrics.requests.get_or_create(&code).inc();
+    }
+    live.metrics
         .duration
-        .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     resp
 }

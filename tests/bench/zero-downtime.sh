@@ -11,8 +11,10 @@
 #      container: straight to its bridge address, through `dockop proxy`, and through Caddy
 #      (`caddy reverse-proxy`, Debian's package, a Go proxy like kamal-proxy).
 #
-# Usage: tests/bench/zero-downtime.sh     (root, the test bed; about 5 minutes, most of it Swarm's rollback)
+# Usage: tests/bench/zero-downtime.sh [--cost]   (root, the test bed; about 5 minutes, most of it Swarm's
+#        rollback; --cost runs part 2 only, about 1 minute)
 set -euo pipefail
+MODE=${1:-all}
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
@@ -105,7 +107,14 @@ EOF
 "$D" --state-dir "$WORK/state" proxy --metrics-listen 127.0.0.1:$METRICS >"$WORK/proxy.log" 2>&1 &
 PIDS+=($!)
 wait_healthy "http://127.0.0.1:$METRICS/livez" 10
+if [ "$MODE" = --cost ]; then
+  write_spec bench-sf "$P_SF" start-first
+  push_tag "$NEW"
+  "$D" --state-dir "$WORK/state" apply -f "$WORK/bench-sf.yaml" >/dev/null 2>&1
+  wait_healthy "http://127.0.0.1:$P_SF/global/health"
+fi
 for run in sf:$P_SF:start-first ss:$P_SS:stop-first; do
+  [ "$MODE" = --cost ] && break
   IFS=: read -r short port strategy <<<"$run"
   say "dockop $strategy: deploy 1.18.33, then a good update and a bad release under load"
   write_spec "bench-$short" "$port" "$strategy"
@@ -118,6 +127,7 @@ for run in sf:$P_SF:start-first ss:$P_SS:stop-first; do
   under_load "${short}_bad" "$port" "$D" --state-dir "$WORK/state" apply -f "$WORK/bench-$short.yaml"
 done
 
+if [ "$MODE" != --cost ]; then
 say "swarm stop-first: deploy 1.18.33, then a good update and a bad release under load (a minute or more)"
 if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
   docker swarm init --advertise-addr 127.0.0.1 >/dev/null
@@ -132,6 +142,7 @@ docker service create -q --detach=false --name bench-zd-swarm --init \
 wait_healthy "http://127.0.0.1:$P_SW/global/health"
 under_load sw_good "$P_SW" docker service update --detach=false --image "$NEW" bench-zd-swarm
 under_load sw_bad "$P_SW" docker service update --detach=false --image "$BAD" bench-zd-swarm
+fi
 
 # ---------------------------------------------------------------- 2. the proxy's cost
 say "proxy cost: direct vs dockop proxy vs caddy, 10 s each"
@@ -162,7 +173,7 @@ row() { # label name
   read -r req sock non <<<"$(errors "$2")"
   printf '%-44s %9s %8s %8s %9s\n' "$1" "$req" "$sock" "$non" "$(gap "$2")"
 }
-cat <<EOF
+[ "$MODE" = --cost ] || cat <<EOF
 
 1. updates under wrk load (16 keep-alive connections), real OpenCode
                                              requests  sock-err  non-2xx  longest gap (s, 50 ms prober)
@@ -172,6 +183,8 @@ $(row "dockop stop-first:  good update" ss_good)
 $(row "dockop stop-first:  bad release (401)" ss_bad)
 $(row "swarm stop-first:   good update" sw_good)
 $(row "swarm stop-first:   bad release (401)" sw_bad)
+EOF
+cat <<EOF
 
 2. the proxy's cost: GET /global/health, wrk 2 threads x 32 connections, 10 s
                                    req/s   p50 ms   p99 ms  sock-err

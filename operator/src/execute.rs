@@ -820,6 +820,8 @@ impl<'a> Executor<'a> {
         let mut schedule = ProbeSchedule::new(&h, started);
         let mut in_flight = FuturesUnordered::new();
         let mut last: Option<ProbeResult> = None;
+        // The last real answer (not a timeout), for the verdict's message.
+        let mut answered: Option<ProbeResult> = None;
         loop {
             if schedule.due(Instant::now(), in_flight.len()) {
                 // One look at the container per probe: an exit fails the gate at once.
@@ -848,17 +850,30 @@ impl<'a> Executor<'a> {
                     Tally::Counted(failures) => {
                         Metrics::inc_name(&metrics().health_probe_failures_total, self.name());
                         if failures >= h.failure_threshold {
+                            // An answer (401, 500) says more than a timeout: name it even when a
+                            // slow probe was the last straw.
+                            let why = match (&result, &answered) {
+                                (ProbeResult::Timeout, Some(a)) => {
+                                    format!("{} (last: {})", a.describe(), result.describe())
+                                }
+                                _ => result.describe(),
+                            };
                             return Err(Verdict {
                                 app: true,
                                 message: format!(
-                                    "{failures} unhealthy answers in a row on {}: {}",
-                                    h.path,
-                                    result.describe()
+                                    "{failures} unhealthy answers in a row on {}: {why}",
+                                    h.path
                                 ),
                             });
                         }
                     }
                     Tally::Uncounted => {}
+                }
+                if matches!(
+                    result,
+                    ProbeResult::Unhealthy { .. } | ProbeResult::Denied { .. }
+                ) {
+                    answered = Some(result.clone());
                 }
                 last = Some(result);
             }

@@ -108,7 +108,19 @@ impl FileSource {
         let (fs_tx, mut fs_rx) = mpsc::unbounded_channel::<()>();
         let _watcher = self.watch(fs_tx);
         loop {
-            if let Some(state) = self.scan()
+            // Reading and validating is blocking work (a hostile file may be 1 MiB of bad keys): off the
+            // runtime, so /livez and the controller never wait on it.
+            let scanned = tokio::task::spawn_blocking(move || {
+                let state = self.scan();
+                (self, state)
+            })
+            .await;
+            let Ok((me, state)) = scanned else {
+                tracing::error!("the file source's scan failed; it stops");
+                return;
+            };
+            self = me;
+            if let Some(state) = state
                 && tx.send(state).await.is_err()
             {
                 return;

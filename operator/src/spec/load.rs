@@ -512,7 +512,7 @@ pub(crate) struct Entry {
 }
 
 /// One step of a path into a document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum Seg {
     /// A mapping key.
     Key(String),
@@ -779,6 +779,24 @@ impl<'de> Deserialize<'de> for KeyText {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_findings_are_capped_per_document_with_a_count() {
+        let mut text = String::from(
+            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata: {name: web}\nspec:\n  image: web\n",
+        );
+        for i in 0..250 {
+            text.push_str(&format!("  bogus{i}: 1\n"));
+        }
+        let loaded = load_str(Path::new("h.yaml"), &text);
+        let errors: Vec<_> = loaded.errors().collect();
+        assert_eq!(errors.len(), crate::spec::validate::MAX_FINDINGS + 1);
+        let last = errors.last().expect("summary");
+        assert_eq!(
+            last.problem,
+            "and 150 more findings in this document (only the first 100 are shown)"
+        );
+    }
 
     #[test]
     fn positions_of_keys_and_values() {

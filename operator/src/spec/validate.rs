@@ -83,12 +83,22 @@ fn join(path: &[Seg], seg: Seg) -> Vec<Seg> {
 }
 
 /// Checks every document, alone and against the others; returns the findings per document, in order.
+/// Findings reported per document at most; the rest are counted in one last diagnostic. Placing a finding
+/// in the file walks its mapping, so the cap also keeps a hostile file of many thousand bad keys linear.
+pub(crate) const MAX_FINDINGS: usize = 100;
+
 pub(crate) fn check_documents(docs: &[Document]) -> Vec<Vec<Diagnostic>> {
     let mut per_doc: Vec<Vec<Finding>> = docs.iter().map(check_document).collect();
     check_across(docs, &mut per_doc);
     docs.iter()
         .zip(per_doc)
-        .map(|(doc, findings)| {
+        .map(|(doc, mut findings)| {
+            let more = findings.len().saturating_sub(MAX_FINDINGS);
+            if more > 0 {
+                // Errors first, so a cut never hides the reason a file is refused.
+                findings.sort_by_key(|f| f.severity != Severity::Error);
+                findings.truncate(MAX_FINDINGS);
+            }
             let mut found: Vec<Diagnostic> = findings
                 .into_iter()
                 .map(|f| {
@@ -109,6 +119,19 @@ pub(crate) fn check_documents(docs: &[Document]) -> Vec<Vec<Diagnostic>> {
                 })
                 .collect();
             found.sort_by_key(|d| (d.line, d.column));
+            if more > 0 {
+                found.push(Diagnostic {
+                    severity: Severity::Error,
+                    file: doc.file.clone(),
+                    line: doc.root.line,
+                    column: doc.root.column,
+                    field: String::new(),
+                    problem: format!(
+                        "and {more} more findings in this document (only the first {MAX_FINDINGS} are shown)"
+                    ),
+                    fix: Some("fix the ones above, then validate again".to_owned()),
+                });
+            }
             found
         })
         .collect()
@@ -154,16 +177,8 @@ fn schema_findings(json: &Value) -> Vec<Finding> {
         convert_error(&cache.schema, json, &err, &mut out);
     }
     // One finding per place: the first is the most direct.
-    let mut seen: Vec<(Vec<Seg>, bool)> = Vec::new();
-    out.retain(|f| {
-        let key = (f.path.clone(), f.at_key);
-        if seen.contains(&key) {
-            false
-        } else {
-            seen.push(key);
-            true
-        }
-    });
+    let mut seen: std::collections::HashSet<(Vec<Seg>, bool)> = std::collections::HashSet::new();
+    out.retain(|f| seen.insert((f.path.clone(), f.at_key)));
     out
 }
 
@@ -189,8 +204,18 @@ fn convert_error(
     match err.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected }
         | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+            // Past the per-document cap the findings are only counted (a hostile file of 40,000 unknown
+            // keys must not cost 40,000 suggestions).
             for key in unexpected {
-                out.push(unknown_field(schema, &path, key));
+                if out.len() < MAX_FINDINGS {
+                    out.push(unknown_field(schema, &path, key));
+                } else {
+                    out.push(Finding::error(
+                        join(&path, Seg::Key(key.clone())),
+                        "unknown field",
+                        None,
+                    ));
+                }
             }
         }
         ValidationErrorKind::Required { property } => {

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use crate::cli::{Command, GlobalArgs, OutputFormat};
+use crate::cli::{Command, GlobalArgs, NotifyArgs, OutputFormat};
 use crate::engine::docker::DockerEngine;
 use crate::execute::{Outcome, Reporter};
+use crate::notify::Notifier;
+use crate::notify::event::Observation;
 use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
@@ -20,8 +22,16 @@ const EXIT_CHANGES: u8 = 2;
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     match command {
-        Command::Plan(src) => plan_or_apply(&global, &src.files, true).await,
-        Command::Apply(src) => plan_or_apply(&global, &src.files, false).await,
+        Command::Plan(src) => plan_or_apply(&global, &src.files, true, None).await,
+        Command::Apply(args) => {
+            let notifier = match start_notifier(&args.notify).await {
+                Ok(n) => n,
+                Err(c) => return c,
+            };
+            let code = plan_or_apply(&global, &args.source.files, false, Some(&notifier)).await;
+            report_unsent(&notifier).await;
+            code
+        }
         Command::Status { name, output } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
@@ -40,6 +50,33 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         | Command::Schema { .. }
         | Command::HashPassword
         | Command::Export(_) => ExitCode::FAILURE,
+    }
+}
+
+/// How long `apply` waits for its notifications before it exits.
+const APPLY_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Parses `--notify`/`--notify-file` and starts delivery; a clear error (file:line, never the token)
+/// when a URL is invalid.
+pub async fn start_notifier(args: &NotifyArgs) -> Result<Notifier, ExitCode> {
+    match crate::notify::load_targets(&args.notify, args.notify_file.as_deref()).await {
+        Ok(t) => Ok(Notifier::start(t)),
+        Err(e) => {
+            eprintln!(
+                "error: notifications: {e}\n  fix: see docs/notifications.md for the URL forms"
+            );
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Waits (at most [`APPLY_NOTIFY_WAIT`]) for `apply`'s notifications; prints what was not sent.
+async fn report_unsent(notifier: &Notifier) {
+    let unsent = notifier.flush(APPLY_NOTIFY_WAIT).await;
+    for ((service, event), n) in Notifier::summarize(&unsent) {
+        eprintln!(
+            "notifications: {n} {event} message(s) to {service} not sent within {APPLY_NOTIFY_WAIT:?}"
+        );
     }
 }
 
@@ -176,8 +213,16 @@ fn describe_outcome(r: &Report) -> String {
     }
 }
 
-async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) -> ExitCode {
+async fn plan_or_apply(
+    global: &GlobalArgs,
+    files: &[PathBuf],
+    dry_run: bool,
+    notifier: Option<&Notifier>,
+) -> ExitCode {
     let Some(loaded) = load_valid(files) else {
+        if let Some(n) = notifier {
+            notify_invalid(n, files);
+        }
         return ExitCode::FAILURE;
     };
     let (store, _lock) = if dry_run {
@@ -237,6 +282,12 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
             Err(e) => {
                 ok = false;
                 println!("{}: error: {e}", o.metadata.name);
+                if let Some(n) = notifier {
+                    n.observe(Observation::Failed {
+                        object: &o.metadata.name,
+                        error: &e.to_string(),
+                    });
+                }
             }
             Ok(report) if dry_run => {
                 changes |= report.plan.changes();
@@ -245,6 +296,12 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
             Ok(report) => {
                 ok &= report.converged();
                 println!("{}: {}", report.name, describe_outcome(&report));
+                if let Some(n) = notifier {
+                    n.observe(Observation::Reconciled {
+                        report: &report,
+                        invalid: None,
+                    });
+                }
             }
         }
     }
@@ -252,6 +309,29 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
         (_, false, _) => ExitCode::FAILURE,
         (true, true, true) => ExitCode::from(EXIT_CHANGES),
         _ => ExitCode::SUCCESS,
+    }
+}
+
+/// One `invalid_spec` notification per file with errors (nothing of it is in force: the object is the
+/// file).
+fn notify_invalid(notifier: &Notifier, files: &[PathBuf]) {
+    if !notifier.is_enabled() {
+        return;
+    }
+    let loaded = load_paths(files);
+    let mut by_file: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for d in loaded.errors() {
+        by_file
+            .entry(d.file.display().to_string())
+            .or_default()
+            .push(d);
+    }
+    for (file, errors) in by_file {
+        let text = crate::source::summarize(errors.iter().copied());
+        notifier.observe(Observation::InvalidInput {
+            file: &file,
+            errors: &text,
+        });
     }
 }
 

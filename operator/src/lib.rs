@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod memory;
 pub mod monitor;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod proxy;

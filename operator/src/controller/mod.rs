@@ -32,6 +32,8 @@ use crate::cli::{GlobalArgs, RunArgs};
 use crate::commands::{connect, open_store};
 use crate::execute::Outcome;
 use crate::http::{HttpConfig, serve};
+use crate::notify::Notifier;
+use crate::notify::event::Observation;
 use crate::reconcile::{Ctx, ReconcileError};
 use crate::source::DesiredState;
 use crate::source::file::FileSource;
@@ -43,6 +45,8 @@ use crate::telemetry::metrics;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// Objects whose only change is the source revision are reconciled this long after the changed ones.
 const REVISION_ONLY_DELAY: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for queued notifications.
+const NOTIFY_SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 /// A shared container list is reused for at most this long.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -69,6 +73,10 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let notifier = match crate::commands::start_notifier(&args.notify).await {
+        Ok(n) => n,
+        Err(c) => return c,
+    };
     let store = match open_store(&global) {
         Ok(s) => s,
         Err(c) => return c,
@@ -145,7 +153,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         shared,
         rescan_tx,
         is_git,
-    );
+    )
+    .with_notifier(notifier.clone());
     tracing::info!(
         listen = %args.listen,
         lock = %lock.path().display(),
@@ -157,6 +166,13 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
     source_task.abort();
     events_task.abort();
     http.abort();
+    let unsent = notifier.flush(NOTIFY_SHUTDOWN_WAIT).await;
+    if !unsent.is_empty() {
+        tracing::warn!(
+            unsent = unsent.len(),
+            "shutting down with notifications not delivered"
+        );
+    }
     drop(lock);
     ExitCode::SUCCESS
 }
@@ -205,6 +221,7 @@ pub struct Controller {
     tasks: JoinSet<(String, JobResult)>,
     rescan: mpsc::UnboundedSender<()>,
     is_git: bool,
+    notifier: Notifier,
 }
 
 impl Controller {
@@ -234,6 +251,32 @@ impl Controller {
             tasks: JoinSet::new(),
             rescan,
             is_git,
+            notifier: Notifier::disabled(),
+        }
+    }
+
+    /// Sends notifications of what the reconciles do through `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Hands a job's result to the notifications (which only queue).
+    fn notify(&self, name: &str, result: &JobResult) {
+        match result {
+            JobResult::Reconciled(report) => self.notifier.observe(Observation::Reconciled {
+                report,
+                invalid: self.invalid.get(name).map(String::as_str),
+            }),
+            JobResult::Failed(e) => self.notifier.observe(Observation::Failed {
+                object: name,
+                error: &e.to_string(),
+            }),
+            JobResult::Orphaned => self
+                .notifier
+                .observe(Observation::Orphaned { object: name }),
+            JobResult::Pruned { .. } => self.notifier.forget(name),
+            JobResult::PruneFailed(_) => {}
         }
     }
 
@@ -361,6 +404,7 @@ impl Controller {
     fn finished(&mut self, name: &str, result: JobResult) {
         let now = Instant::now();
         log_result(name, &result);
+        self.notify(name, &result);
         let action = match &result {
             JobResult::Reconciled(report) => {
                 if report.plan.changes() || !matches!(report.outcome, Some(Outcome::Converged)) {

@@ -223,7 +223,12 @@ fn chat_services_get_their_documented_bodies_on_a_preflight_rejection() {
     let file = file.to_str().expect("utf8");
     env.dockop().run(["apply", "-f", file]).assert_success();
     env.push_as(WEB_CRASH, "live");
-    let (sp, dp, np) = (env.free_port(), env.free_port(), env.free_port());
+    let (sp, dp, np, dead) = (
+        env.free_port(),
+        env.free_port(),
+        env.free_port(),
+        env.free_port(),
+    );
     let (slack, discord, ntfy) = (
         Receiver::start(sp),
         Receiver::start(dp),
@@ -236,6 +241,8 @@ fn chat_services_get_their_documented_bodies_on_a_preflight_rejection() {
             format!("slack://hook:T000-B000-{TOKEN}@webhook?base=http://127.0.0.1:{sp}"),
             format!("discord://{TOKEN}@123456789?base=http://127.0.0.1:{dp}"),
             format!("ntfy://127.0.0.1:{np}/dockop-alerts?scheme=http&token={TOKEN}"),
+            // Nothing listens here: apply waits 10 s, then says what it could not send.
+            format!("generic+http://127.0.0.1:{dead}/{TOKEN}"),
         ],
     );
     let out = env
@@ -244,6 +251,17 @@ fn chat_services_get_their_documented_bodies_on_a_preflight_rejection() {
         .run(["-vvv", "apply", "-f", file]);
     out.assert_code(1);
     assert!(out.stdout.contains("REJECTED by preflight"), "{out}");
+    assert!(
+        out.stderr.contains(&format!(
+            "notifications: 1 preflight_rejected message(s) to generic (127.0.0.1:{dead}) not sent within 10s"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.elapsed >= Duration::from_secs(10) && out.elapsed < Duration::from_secs(30),
+        "apply waited {:?}",
+        out.elapsed
+    );
     for r in [&slack, &discord, &ntfy] {
         assert!(
             r.wait_for(Duration::from_secs(3), |s| s.len() == 1),

@@ -1104,6 +1104,11 @@ mod tests {
         );
         assert_eq!(p.action, Action::Nothing, "{p:?}");
         assert_eq!(p.drift, vec![DriftKind::Digest]);
+        assert_eq!(
+            p.available_digest.as_deref(),
+            Some(D2),
+            "update_available names it"
+        );
 
         let manual = desired(|c| c.spec.update.policy = UpdatePolicy::Manual);
         let h = manual.spec_hash.clone();
@@ -1123,6 +1128,25 @@ mod tests {
         );
         assert_eq!(p.action, Action::Update);
         assert_eq!(p.target_digest.as_deref(), Some(D2));
+        assert_eq!(p.available_digest, None, "an update runs it");
+
+        // Outside the update window the registry's digest is kept back, and offered.
+        let windowed = desired(|c| c.spec.update.window = Some("Mon 00:00-00:01 UTC".into()));
+        let h = windowed.spec_hash.clone();
+        let mut c = case(Some(container("web", D1, &h, RunState::Running)), None, D2);
+        c.memory.name = "web".into();
+        let p = plan(&Inputs {
+            desired: &windowed,
+            observed: &c.observed,
+            memory: &c.memory,
+            registry: &c.registry,
+            now: chrono::DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+                .expect("time")
+                .with_timezone(&Utc),
+            window_applies: true,
+        });
+        assert_eq!(p.target_digest.as_deref(), Some(D1), "{p:?}");
+        assert_eq!(p.available_digest.as_deref(), Some(D2), "{p:?}");
     }
 
     #[test]

@@ -130,7 +130,13 @@ async fn read_file(path: &Path) -> Result<String, NotifyError> {
     let p = path.to_owned();
     let read = tokio::task::spawn_blocking(move || -> Result<String, String> {
         use std::io::Read;
-        let f = std::fs::File::open(&p).map_err(|e| e.to_string())?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&p)
+            .map_err(|e| e.to_string())?;
         let meta = f.metadata().map_err(|e| e.to_string())?;
         if !meta.is_file() {
             return Err("not a regular file".into());
@@ -357,6 +363,16 @@ mod tests {
     async fn file_must_be_regular_and_small() {
         let dir = tempfile::tempdir().unwrap();
         let e = load_targets(&[], Some(dir.path())).await.unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let e = load_targets(&[], Some(&fifo)).await.unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'#'; (MAX_FILE_BYTES + 1) as usize]).unwrap();

@@ -229,4 +229,45 @@ mod tests {
         assert!(seen.contains(&"..dot line".to_owned()), "{seen:?}");
         assert_eq!(seen.last().map(String::as_str), Some("QUIT"));
     }
+
+    #[tokio::test]
+    async fn an_smtp_url_delivers_through_the_transport() {
+        use crate::notify::deliver::{NetTransport, Transport};
+        use crate::notify::event::{Event, EventKind};
+        use crate::notify::format::Message;
+        use crate::notify::target::Target;
+        let (port, task) = receiver().await;
+        let t = Target::parse(&format!(
+            "smtp://ops:pw@127.0.0.1:{port}/?from=dockop@x.org&to=ops@x.org&subject=box"
+        ))
+        .unwrap();
+        let msg = Message::new(
+            Event {
+                kind: EventKind::Updated,
+                object: "web".into(),
+                digest: Some("sha256:2".into()),
+                previous_digest: Some("sha256:1".into()),
+                version: Some("2".into()),
+                reason: "Updated".into(),
+                message: "updated".into(),
+            },
+            "host-1",
+            chrono::Utc::now(),
+        );
+        NetTransport::new().send(&t, &msg).await.unwrap();
+        let seen = task.await.unwrap();
+        assert!(
+            seen.contains(&"Subject: box: web updated".to_owned()),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&"[host-1] web updated: updated".to_owned()),
+            "{seen:?}"
+        );
+        assert!(
+            seen.iter()
+                .any(|l| l.contains("\"previousDigest\": \"sha256:1\"")),
+            "{seen:?}"
+        );
+    }
 }

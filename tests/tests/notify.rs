@@ -310,9 +310,10 @@ fn chat_services_get_their_documented_bodies_on_a_preflight_rejection() {
     assert!(!out.stderr.contains(TOKEN), "{out}");
 }
 
-/// `dockop run`: a rollback while the receiver is down for its first 20 s is delivered later; then a good
-/// update and an invalid edit each send their event; `?events=` keeps a second target to `updated`; no
-/// token in stderr at -vvv, `/status`, `/metrics` or the state dir.
+/// `dockop run`: a rollback while the receiver is down (20 s after the first failed attempt) is
+/// delivered later; then a good update, an invalid edit and the object leaving the source each send
+/// their event; `?events=` keeps a second target to `updated`; no token in stderr at -vvv, `/status`,
+/// `/metrics` or the state dir.
 #[test]
 fn run_retries_until_the_receiver_is_up_and_reports_updates_and_invalid_edits() {
     let env = TestEnv::new("nt-run");
@@ -442,6 +443,22 @@ fn run_retries_until_the_receiver_is_up_and_reports_updates_and_invalid_edits() 
         "no line number: {reason}"
     );
     assert_eq!(filtered.all().len(), 1, "filter let more through");
+
+    // The object leaves the source (no --prune): orphaned, container left running.
+    std::fs::remove_file(&app).expect("rm");
+    assert!(
+        late.wait_for(Duration::from_secs(30), |s| s
+            .iter()
+            .any(|x| x.json()["event"] == "orphaned")),
+        "no orphaned message: {}",
+        run.stderr()
+    );
+    assert_eq!(late.events("orphaned")[0].json()["object"], name.as_str());
+    assert_eq!(
+        late.events("rolled_back").len(),
+        1,
+        "one rolled_back in all"
+    );
 
     // No token anywhere dockop shows things.
     let (_, status) =

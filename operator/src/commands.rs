@@ -122,16 +122,20 @@ pub async fn connect(global: &GlobalArgs) -> Result<Arc<DockerEngine>, ExitCode>
 
 /// Loads and validates desired state; prints diagnostics; `None` when invalid (nothing is touched then).
 pub fn load_valid(files: &[PathBuf]) -> Option<Loaded> {
-    let loaded = load_paths(files);
+    check_loaded(load_paths(files)).ok()
+}
+
+/// Prints a load's diagnostics; the load back as `Err` when it is invalid.
+fn check_loaded(loaded: Loaded) -> Result<Loaded, Loaded> {
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }
     if !loaded.is_valid() {
         let n = loaded.errors().count();
         eprintln!("error: {n} problem(s) in the desired state; nothing was changed");
-        return None;
+        return Err(loaded);
     }
-    Some(loaded)
+    Ok(loaded)
 }
 
 /// Prints progress lines to stderr; draws a pull progress bar on a terminal.
@@ -219,11 +223,23 @@ async fn plan_or_apply(
     dry_run: bool,
     notifier: Option<&Notifier>,
 ) -> ExitCode {
-    let Some(loaded) = load_valid(files) else {
-        if let Some(n) = notifier {
-            notify_invalid(n, files);
+    // Validation reads files and may take a while on a large input: off the async runtime.
+    let owned = files.to_vec();
+    let loaded = match tokio::task::spawn_blocking(move || load_paths(&owned)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: reading the desired state: {e}");
+            return ExitCode::FAILURE;
         }
-        return ExitCode::FAILURE;
+    };
+    let loaded = match check_loaded(loaded) {
+        Ok(l) => l,
+        Err(bad) => {
+            if let Some(n) = notifier {
+                notify_invalid(n, &bad);
+            }
+            return ExitCode::FAILURE;
+        }
     };
     let (store, _lock) = if dry_run {
         (open_store_read_only(global), None)
@@ -314,11 +330,7 @@ async fn plan_or_apply(
 
 /// One `invalid_spec` notification per file with errors (nothing of it is in force: the object is the
 /// file).
-fn notify_invalid(notifier: &Notifier, files: &[PathBuf]) {
-    if !notifier.is_enabled() {
-        return;
-    }
-    let loaded = load_paths(files);
+fn notify_invalid(notifier: &Notifier, loaded: &Loaded) {
     let mut by_file: std::collections::BTreeMap<String, Vec<_>> = Default::default();
     for d in loaded.errors() {
         by_file

@@ -211,6 +211,27 @@ fn rollback_sends_one_rolled_back_message_before_apply_exits() {
         !read_tree(&env.state_dir()).contains(TOKEN),
         "token in the state dir"
     );
+    // apply of an invalid file: invalid_spec naming the file, with file:line.
+    let broken = env.write(
+        "broken.yaml",
+        &spec(&env, &name, &tag, port, false)
+            .replace("stopTimeoutSeconds: 2", "stopTimeoutSeconds: lots"),
+    );
+    let broken = broken.to_str().expect("utf8");
+    env.dockop()
+        .run(["apply", "-f", broken, "--notify", &url])
+        .assert_code(1);
+    let inv = rx.events("invalid_spec");
+    assert_eq!(inv.len(), 1, "{:?}", rx.all());
+    let m = inv[0].json();
+    assert_eq!(m["object"], broken, "{m:#}");
+    assert!(
+        m["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("{broken}:")),
+        "{m:#}"
+    );
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub enum Command {
     Plan(SourceArgs),
     /// One reconcile pass until every object is converged, failed or rolled back; exit 0 converged, 1
     /// otherwise.
-    Apply(SourceArgs),
+    Apply(ApplyArgs),
     /// Run the operator: watch the source, Docker events and a resync timer; serve HTTP.
     Run(RunArgs),
     /// Conditions, digests, app version, last change and last error of each object.
@@ -155,6 +155,30 @@ pub struct SourceArgs {
     pub prune: bool,
 }
 
+/// Where notifications go (`run` and `apply`); see docs/notifications.md.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NotifyArgs {
+    /// Send notifications to URL (shoutrrr-style: generic+http://, slack://, discord://, ntfy://,
+    /// smtp://); repeatable. URLs carry tokens and a command line is visible to every user: prefer
+    /// --notify-file.
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<crate::notify::NotifyUrl>,
+    /// File with one notification URL per line (`#` comments); keep it root-only (chmod 600).
+    #[arg(long, value_name = "FILE", env = "DOCKOP_NOTIFY_FILE")]
+    pub notify_file: Option<PathBuf>,
+}
+
+/// Flags of `dockop apply`.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// Where desired state comes from.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Where notifications go.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
 /// Flags of `dockop run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -194,6 +218,9 @@ pub struct RunArgs {
     /// File holding the shared secret that enables `POST /hooks/git` (GitHub/Gitea HMAC-SHA256).
     #[arg(long)]
     pub webhook_secret_file: Option<PathBuf>,
+    /// Where notifications go.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
 }
 
 /// Entry point of the binary.

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use crate::cli::{Command, GlobalArgs, OutputFormat, SourceArgs};
+use crate::cli::{Command, GlobalArgs, NotifyArgs, OutputFormat, SourceArgs};
 use crate::engine::docker::DockerEngine;
 use crate::execute::{Outcome, Reporter};
+use crate::notify::Notifier;
+use crate::notify::event::Observation;
 use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
@@ -21,8 +23,16 @@ const EXIT_CHANGES: u8 = 2;
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     match command {
-        Command::Plan(src) => plan_or_apply(&global, &src, true).await,
-        Command::Apply(src) => plan_or_apply(&global, &src, false).await,
+        Command::Plan(src) => plan_or_apply(&global, &src, true, None).await,
+        Command::Apply(args) => {
+            let notifier = match start_notifier(&args.notify).await {
+                Ok(n) => n,
+                Err(c) => return c,
+            };
+            let code = plan_or_apply(&global, &args.source, false, Some(&notifier)).await;
+            report_unsent(&notifier).await;
+            code
+        }
         Command::Status { name, output } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
@@ -42,6 +52,33 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         | Command::HashPassword
         | Command::Export(_)
         | Command::Convert { .. } => ExitCode::FAILURE,
+    }
+}
+
+/// How long `apply` waits for its notifications before it exits.
+const APPLY_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Parses `--notify`/`--notify-file` and starts delivery; a clear error (file:line, never the token)
+/// when a URL is invalid.
+pub async fn start_notifier(args: &NotifyArgs) -> Result<Notifier, ExitCode> {
+    match crate::notify::load_targets(&args.notify, args.notify_file.as_deref()).await {
+        Ok(t) => Ok(Notifier::start(t)),
+        Err(e) => {
+            eprintln!(
+                "error: notifications: {e}\n  fix: see docs/notifications.md for the URL forms"
+            );
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Waits (at most [`APPLY_NOTIFY_WAIT`]) for `apply`'s notifications; prints what was not sent.
+async fn report_unsent(notifier: &Notifier) {
+    let unsent = notifier.flush(APPLY_NOTIFY_WAIT).await;
+    for ((service, event), n) in Notifier::summarize(&unsent) {
+        eprintln!(
+            "notifications: {n} {event} message(s) to {service} not sent within {APPLY_NOTIFY_WAIT:?}"
+        );
     }
 }
 
@@ -87,16 +124,20 @@ pub async fn connect(global: &GlobalArgs) -> Result<Arc<DockerEngine>, ExitCode>
 
 /// Loads and validates desired state; prints diagnostics; `None` when invalid (nothing is touched then).
 pub fn load_valid(files: &[PathBuf]) -> Option<Loaded> {
-    let loaded = load_paths(files);
+    check_loaded(load_paths(files)).ok()
+}
+
+/// Prints a load's diagnostics; the load back as `Err` when it is invalid.
+fn check_loaded(loaded: Loaded) -> Result<Loaded, Loaded> {
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }
     if !loaded.is_valid() {
         let n = loaded.errors().count();
         eprintln!("error: {n} problem(s) in the desired state; nothing was changed");
-        return None;
+        return Err(loaded);
     }
-    Some(loaded)
+    Ok(loaded)
 }
 
 /// Prints progress lines to stderr; draws a pull progress bar on a terminal.
@@ -178,9 +219,29 @@ fn describe_outcome(r: &Report) -> String {
     }
 }
 
-async fn plan_or_apply(global: &GlobalArgs, src: &SourceArgs, dry_run: bool) -> ExitCode {
-    let Some(loaded) = load_valid(&src.files) else {
-        return ExitCode::FAILURE;
+async fn plan_or_apply(
+    global: &GlobalArgs,
+    src: &SourceArgs,
+    dry_run: bool,
+    notifier: Option<&Notifier>,
+) -> ExitCode {
+    // Validation reads files and may take a while on a large input: off the async runtime.
+    let owned = src.files.clone();
+    let loaded = match tokio::task::spawn_blocking(move || load_paths(&owned)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: reading the desired state: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let loaded = match check_loaded(loaded) {
+        Ok(l) => l,
+        Err(bad) => {
+            if let Some(n) = notifier {
+                notify_invalid(n, &bad);
+            }
+            return ExitCode::FAILURE;
+        }
     };
     let (store, _lock) = if dry_run {
         (open_store_read_only(global), None)
@@ -259,7 +320,15 @@ async fn plan_or_apply(global: &GlobalArgs, src: &SourceArgs, dry_run: bool) -> 
             .await
         };
         for (i, r) in run.into_iter().zip(done) {
-            let r = r.map_err(|e| format!("error: {e}"));
+            let r = r.map_err(|e| {
+                if let (Some(n), Some(o)) = (notifier, objects.get(i)) {
+                    n.observe(Observation::Failed {
+                        object: &o.metadata.name,
+                        error: &e.to_string(),
+                    });
+                }
+                format!("error: {e}")
+            });
             if !r.as_ref().is_ok_and(Report::converged)
                 && let Some(o) = objects.get(i)
             {
@@ -286,6 +355,12 @@ async fn plan_or_apply(global: &GlobalArgs, src: &SourceArgs, dry_run: bool) -> 
             Some(Ok(report)) => {
                 ok &= report.converged();
                 println!("{}: {}", report.name, describe_outcome(&report));
+                if let Some(n) = notifier {
+                    n.observe(Observation::Reconciled {
+                        report: &report,
+                        invalid: None,
+                    });
+                }
             }
         }
     }
@@ -338,6 +413,25 @@ async fn prune_missing(ctx: &Ctx, objects: &[Container], dry_run: bool) -> (bool
         }
     }
     (!order.is_empty(), ok)
+}
+
+/// One `invalid_spec` notification per file with errors (nothing of it is in force: the object is the
+/// file).
+fn notify_invalid(notifier: &Notifier, loaded: &Loaded) {
+    let mut by_file: std::collections::BTreeMap<String, Vec<_>> = Default::default();
+    for d in loaded.errors() {
+        by_file
+            .entry(d.file.display().to_string())
+            .or_default()
+            .push(d);
+    }
+    for (file, errors) in by_file {
+        let text = crate::source::summarize(errors.iter().copied());
+        notifier.observe(Observation::InvalidInput {
+            file: &file,
+            errors: &text,
+        });
+    }
 }
 
 fn print_plan(r: &Report) {

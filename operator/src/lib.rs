@@ -16,6 +16,7 @@ pub mod http;
 pub mod lock;
 pub mod memory;
 pub mod monitor;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod proxy;

@@ -224,6 +224,10 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// A `dockop rollback` hold is in force (false: any stored hold is released).
     pub held: bool,
+    /// A digest the registry offers that this plan deliberately does not run (policy monitor or manual,
+    /// outside the update window): what an `update_available` notification names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available_digest: Option<String>,
 }
 
 impl Plan {
@@ -290,6 +294,7 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         notes: Vec::new(),
         steps: Vec::new(),
         held: false,
+        available_digest: None,
     };
     for c in o.preflight.iter().chain(&o.strays) {
         p.steps.push(Step::RemoveLeftover {
@@ -340,6 +345,7 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
             (true, Some(cur), reg) => {
                 if let Some(reg) = reg.as_ref().filter(|r| *r != cur) {
                     p.drift.push(DriftKind::Digest);
+                    p.available_digest = Some(reg.clone());
                     let policy = if d.spec.update.policy == UpdatePolicy::Monitor {
                         "monitor"
                     } else {
@@ -392,6 +398,7 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         p.drift.push(DriftKind::Digest);
         p.notes
             .push(format!("update to {} waits for the window {w}", short(t)));
+        p.available_digest = Some(t.clone());
         target = Some(cur.clone());
     }
     let Some(target) = target else {
@@ -459,6 +466,9 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
             p.notes.join("; ")
         );
         p.steps.clear();
+        if active_digest.as_deref() != Some(target.as_str()) {
+            p.available_digest = Some(target.clone());
+        }
         return blocked(p, "MonitorOnly", why);
     }
     p
@@ -1094,6 +1104,11 @@ mod tests {
         );
         assert_eq!(p.action, Action::Nothing, "{p:?}");
         assert_eq!(p.drift, vec![DriftKind::Digest]);
+        assert_eq!(
+            p.available_digest.as_deref(),
+            Some(D2),
+            "update_available names it"
+        );
 
         let manual = desired(|c| c.spec.update.policy = UpdatePolicy::Manual);
         let h = manual.spec_hash.clone();
@@ -1113,6 +1128,25 @@ mod tests {
         );
         assert_eq!(p.action, Action::Update);
         assert_eq!(p.target_digest.as_deref(), Some(D2));
+        assert_eq!(p.available_digest, None, "an update runs it");
+
+        // Outside the update window the registry's digest is kept back, and offered.
+        let windowed = desired(|c| c.spec.update.window = Some("Mon 00:00-00:01 UTC".into()));
+        let h = windowed.spec_hash.clone();
+        let mut c = case(Some(container("web", D1, &h, RunState::Running)), None, D2);
+        c.memory.name = "web".into();
+        let p = plan(&Inputs {
+            desired: &windowed,
+            observed: &c.observed,
+            memory: &c.memory,
+            registry: &c.registry,
+            now: chrono::DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+                .expect("time")
+                .with_timezone(&Utc),
+            window_applies: true,
+        });
+        assert_eq!(p.target_digest.as_deref(), Some(D1), "{p:?}");
+        assert_eq!(p.available_digest.as_deref(), Some(D2), "{p:?}");
     }
 
     #[test]

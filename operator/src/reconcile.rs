@@ -85,6 +85,8 @@ pub struct Report {
     pub seconds: f64,
     /// The desired target failed before and something else runs (rolled back, restored, held off).
     pub target_failed: bool,
+    /// The app version the active container reports (status `appVersion`), after the reconcile.
+    pub app_version: Option<String>,
 }
 
 impl Report {
@@ -242,6 +244,7 @@ pub async fn reconcile(
             outcome: None,
             seconds,
             target_failed: false,
+            app_version: None,
         });
     };
     Metrics::inc(&m.reconcile_total, &name, "result", outcome.result_label());
@@ -253,6 +256,7 @@ pub async fn reconcile(
         outcome: Some(outcome),
         seconds,
         target_failed,
+        app_version: status.app_version.clone(),
     })
 }
 

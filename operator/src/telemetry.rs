@@ -119,6 +119,8 @@ pub struct Metrics {
     /// `http_requests_total{path,code}`: requests the HTTP server answered (path is the route, never the
     /// raw URI).
     pub http_requests_total: Family<Labels, Counter>,
+    /// `notifications_total{service,result}`: notifications sent, retried, dropped or filtered out.
+    pub notifications_total: Family<Labels, Counter>,
     /// The label set `object_info` currently carries per object, so a change replaces the old series.
     object_info_current: Mutex<BTreeMap<String, Labels>>,
 }
@@ -146,9 +148,15 @@ impl Metrics {
             source_revision_info: Family::default(),
             spec_invalid_total: Family::default(),
             http_requests_total: Family::default(),
+            notifications_total: Family::default(),
             object_info_current: Mutex::new(BTreeMap::new()),
             registry: Registry::default(),
         };
+        registry.register(
+            "notifications",
+            "Notifications per service and result (sent, retried, dropped, filtered)",
+            m.notifications_total.clone(),
+        );
         registry.register(
             "reconcile",
             "Reconcile passes per object and result (converged, changed, failed, blocked)",

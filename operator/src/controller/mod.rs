@@ -30,6 +30,8 @@ use crate::cli::{GlobalArgs, RunArgs};
 use crate::commands::{connect, open_store};
 use crate::execute::Outcome;
 use crate::http::{HttpConfig, serve};
+use crate::notify::Notifier;
+use crate::notify::event::Observation;
 use crate::reconcile::{Ctx, ReconcileError};
 use crate::shared::{Shared, Trigger};
 use crate::source::DesiredState;
@@ -42,6 +44,8 @@ use crate::telemetry::metrics;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// Objects whose only change is the source revision are reconciled this long after the changed ones.
 const REVISION_ONLY_DELAY: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for queued notifications.
+const NOTIFY_SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 /// A shared container list is reused for at most this long.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -68,6 +72,10 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    let notifier = match crate::commands::start_notifier(&args.notify).await {
+        Ok(n) => n,
+        Err(c) => return c,
+    };
     let store = match open_store(&global) {
         Ok(s) => s,
         Err(c) => return c,
@@ -144,7 +152,8 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         shared,
         rescan_tx,
         is_git,
-    );
+    )
+    .with_notifier(notifier.clone());
     tracing::info!(
         listen = %args.listen,
         lock = %lock.path().display(),
@@ -156,6 +165,13 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
     source_task.abort();
     events_task.abort();
     http.abort();
+    let unsent = notifier.flush(NOTIFY_SHUTDOWN_WAIT).await;
+    if !unsent.is_empty() {
+        tracing::warn!(
+            unsent = unsent.len(),
+            "shutting down with notifications not delivered"
+        );
+    }
     drop(lock);
     ExitCode::SUCCESS
 }
@@ -212,6 +228,7 @@ pub struct Controller {
     tasks: JoinSet<(String, JobResult)>,
     rescan: mpsc::UnboundedSender<()>,
     is_git: bool,
+    notifier: Notifier,
 }
 
 impl Controller {
@@ -244,6 +261,32 @@ impl Controller {
             tasks: JoinSet::new(),
             rescan,
             is_git,
+            notifier: Notifier::disabled(),
+        }
+    }
+
+    /// Sends notifications of what the reconciles do through `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Hands a job's result to the notifications (which only queue).
+    fn notify(&self, name: &str, result: &JobResult) {
+        match result {
+            JobResult::Reconciled(report) => self.notifier.observe(Observation::Reconciled {
+                report,
+                invalid: self.invalid.get(name).map(String::as_str),
+            }),
+            JobResult::Failed(e) => self.notifier.observe(Observation::Failed {
+                object: name,
+                error: &e.to_string(),
+            }),
+            JobResult::Orphaned => self
+                .notifier
+                .observe(Observation::Orphaned { object: name }),
+            JobResult::Pruned { .. } => self.notifier.forget(name),
+            JobResult::PruneFailed(_) | JobResult::Waiting => {}
         }
     }
 
@@ -451,6 +494,7 @@ impl Controller {
                 self.ready.remove(name);
             }
         }
+        self.notify(name, &result);
         let action = match &result {
             JobResult::Reconciled(report) => {
                 if report.plan.changes() || !matches!(report.outcome, Some(Outcome::Converged)) {

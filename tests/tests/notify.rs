@@ -502,3 +502,101 @@ fn run_retries_until_the_receiver_is_up_and_reports_updates_and_invalid_edits() 
         assert!(!text.contains(TOKEN), "token in {what}");
     }
 }
+
+/// A local HTTPS receiver with its own CA: `(ca.pem path, port, file the first POST body is written to)`.
+fn https_receiver(env: &TestEnv) -> (String, u16, std::path::PathBuf, std::process::Child) {
+    let dir = env.dir().join("tls");
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    let sh = |script: &str| {
+        let ok = std::process::Command::new("sh")
+            .args(["-c", script])
+            .current_dir(&dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=dockop-test-ca -keyout ca.key -out ca.pem",
+    );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr",
+    );
+    sh(
+        "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out server.pem",
+    );
+    let port = env.free_port();
+    let got = dir.join("got.json");
+    let script = format!(
+        r#"
+import http.server, ssl
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        open({got:?}, 'wb').write(body)
+        self.send_response(200); self.send_header('Content-Length', '0'); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(('127.0.0.1', {port}), H)
+c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('server.pem', 'server.key')
+s.socket = c.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"#,
+        got = got.display().to_string()
+    );
+    let child = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .current_dir(&dir)
+        .spawn()
+        .expect("python3");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "the HTTPS receiver did not start"
+    );
+    (dir.join("ca.pem").display().to_string(), port, got, child)
+}
+
+#[test]
+fn https_targets_are_sent_over_verified_tls() {
+    let env = TestEnv::new("nt-https");
+    let (ca, port, got, mut child) = https_receiver(&env);
+    let broken = env.write(
+        "broken.yaml",
+        &spec(&env, &env.name("web"), WEB_V1, env.free_port(), false)
+            .replace("stopTimeoutSeconds: 2", "stopTimeoutSeconds: lots"),
+    );
+    let broken = broken.to_str().expect("utf8");
+    let url = format!("generic+https://127.0.0.1:{port}/hook");
+    // A certificate the machine does not trust: not sent (apply says so after its 10 s wait).
+    let out = env
+        .dockop()
+        .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+        .run(["apply", "-f", broken, "--notify", &url]);
+    out.assert_code(1);
+    assert!(
+        !got.exists(),
+        "sent to a server whose certificate is not trusted"
+    );
+    assert!(out.stderr.contains("not sent within"), "{out}");
+    // Trusting the test CA (SSL_CERT_FILE, as for the system's bundle): delivered over TLS.
+    let out = env
+        .dockop()
+        .env("SSL_CERT_FILE", &ca)
+        .run(["apply", "-f", broken, "--notify", &url]);
+    out.assert_code(1);
+    assert!(
+        wait_until(Duration::from_secs(5), || got.exists()),
+        "nothing arrived over HTTPS\n{out}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&got).expect("body")).expect("json");
+    assert_eq!(body["event"], "invalid_spec", "{body:#}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -264,7 +264,7 @@ pub async fn deliver(
 /// The real transport: HTTP POST for web services, SMTP for email.
 #[derive(Debug)]
 pub struct NetTransport {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Default for NetTransport {
@@ -274,10 +274,30 @@ impl Default for NetTransport {
 }
 
 impl NetTransport {
-    /// A transport with its own connection pool.
+    /// A transport with its own connection pool, speaking HTTP and HTTPS (rustls; the system's trusted
+    /// roots, or the bundle named by `SSL_CERT_FILE`).
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match builder.with_native_roots() {
+            Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
+            Err(e) => {
+                tracing::warn!(
+                    "notifications: no trusted TLS roots on this machine ({e}); https:// targets will fail (install ca-certificates or set SSL_CERT_FILE)"
+                );
+                hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(
+                        rustls::ClientConfig::builder()
+                            .with_root_certificates(rustls::RootCertStore::empty())
+                            .with_no_client_auth(),
+                    )
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http)
+            }
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

@@ -50,9 +50,9 @@ pub enum UrlError {
     /// A required part is missing or malformed.
     #[error("{0}")]
     Form(String),
-    /// HTTPS is needed and this build has no TLS client.
+    /// The mail server needs TLS (STARTTLS or SMTPS), which dockop's SMTP client does not speak.
     #[error(
-        "{0} needs HTTPS, which this build does not speak (no TLS client in dockop); point the service at a plain-HTTP relay with ?base=http://HOST:PORT (or generic+http://)"
+        "{0}: dockop's SMTP client does not speak TLS (STARTTLS/SMTPS); send through a local relay (loopback), or pass ?encryption=none for a trusted network"
     )]
     Tls(String),
     /// `?events=` names an unknown event.
@@ -248,8 +248,10 @@ fn parse_base(base: &str) -> Result<Url, UrlError> {
     let u = Url::parse(base).map_err(|e| UrlError::Form(format!("?base= is not a URL ({e})")))?;
     match u.scheme() {
         "http" => Ok(u),
-        "https" => Err(UrlError::Tls("?base=https://...".into())),
-        _ => Err(UrlError::Form("?base= must be http://HOST[:PORT]".into())),
+        "https" => Ok(u),
+        _ => Err(UrlError::Form(
+            "?base= must be http(s)://HOST[:PORT]".into(),
+        )),
     }
 }
 
@@ -265,9 +267,8 @@ fn join(base: &Url, path: &str) -> Url {
 fn default_base(service: &str, base: Option<Url>, default: &str) -> Result<Url, UrlError> {
     match base {
         Some(b) => Ok(b),
-        None => Err(UrlError::Tls(format!(
-            "{service}'s default address {default}"
-        ))),
+        None => Url::parse(default)
+            .map_err(|e| UrlError::Form(format!("{service}: bad default address ({e})"))),
     }
 }
 
@@ -277,11 +278,6 @@ fn generic(mut url: Url, q: &mut Query, shortcut: bool) -> Result<Endpoint, UrlE
     if !shortcut {
         let plain = q.yes("disabletls");
         let scheme = if plain { "http" } else { "https" };
-        if !plain {
-            return Err(UrlError::Tls(
-                "generic:// without ?disabletls=yes (HTTPS)".into(),
-            ));
-        }
         url.set_scheme(scheme)
             .map_err(|()| UrlError::Form("cannot use this address over HTTP".into()))?;
         // shoutrrr's own query props of the generic service are not forwarded.
@@ -301,9 +297,6 @@ fn generic(mut url: Url, q: &mut Query, shortcut: bool) -> Result<Endpoint, UrlE
             Some(h) => headers.push((h.to_owned(), v)),
             None => forwarded.push((k.strip_prefix('_').unwrap_or(&k).to_owned(), v)),
         }
-    }
-    if url.scheme() == "https" {
-        return Err(UrlError::Tls("generic+https://".into()));
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(UrlError::Form("generic: missing host".into()));
@@ -411,9 +404,8 @@ fn ntfy_endpoint(url: &Url, base: Option<Url>, q: &mut Query) -> Result<Endpoint
         Some(b) => b,
         None if plain => Url::parse(&format!("http://{}", host_port(url)))
             .map_err(|e| UrlError::Form(format!("ntfy: bad host ({e})")))?,
-        None => {
-            return Err(UrlError::Tls("ntfy:// without ?scheme=http (HTTPS)".into()));
-        }
+        None => Url::parse(&format!("https://{}", host_port(url)))
+            .map_err(|e| UrlError::Form(format!("ntfy: bad host ({e})")))?,
     };
     let mut headers = Vec::new();
     if let Some(t) = q.take("token") {
@@ -628,7 +620,6 @@ mod tests {
         let table: &[(&str, &str)] = &[
             ("nonsense", "not a URL"),
             ("telegram://SECRET@telegram", "unknown service \"telegram\""),
-            ("slack://hook:A-B-SECRET@webhook", "needs HTTPS"),
             (
                 "slack://hook:SECRET@webhook?base=http://h:1",
                 "slack: expected",
@@ -641,11 +632,7 @@ mod tests {
                 "discord://SECRET@notanid?base=http://h:1",
                 "discord: expected",
             ),
-            ("discord://SECRET@123", "needs HTTPS"),
             ("ntfy://h/", "ntfy: expected"),
-            ("ntfy://h/topic", "needs HTTPS"),
-            ("generic+https://h/SECRET", "needs HTTPS"),
-            ("generic://h/SECRET", "needs HTTPS"),
             ("generic+http://h/p?events=SECRETevent", "unknown event"),
             ("slack://hook:SECRET@webhook?base=ftp://h", "?base= must be"),
             (
@@ -662,6 +649,33 @@ mod tests {
                 !e.contains("SECRET") || want.contains("event"),
                 "{raw}: token in {e}"
             );
+        }
+    }
+
+    #[test]
+    fn https_by_default_at_the_services_own_addresses() {
+        for (raw, want) in [
+            (
+                "slack://hook:A-B-SECRET@webhook",
+                "https://hooks.slack.com/services/A/B/SECRET",
+            ),
+            (
+                "discord://SECRET@123",
+                "https://discord.com/api/webhooks/123/SECRET",
+            ),
+            ("ntfy://ntfy.sh/alerts", "https://ntfy.sh/alerts"),
+            ("generic+https://h.example/hook", "https://h.example/hook"),
+            ("generic://h.example/hook", "https://h.example/hook"),
+            (
+                "generic://h.example/hook?disabletls=yes",
+                "http://h.example/hook",
+            ),
+        ] {
+            let t = Target::parse(raw).expect(raw);
+            match &t.endpoint {
+                Endpoint::Http { url, .. } => assert_eq!(url.as_str(), want, "{raw}"),
+                other => panic!("{raw}: {other:?}"),
+            }
         }
     }
 

@@ -73,6 +73,9 @@ spec:
     path: {HEALTH_PATH}
     port: {OPENCODE_PORT}
     intervalSeconds: 1
+    # OpenCode on a busy 2-core machine can take over 2 s to answer: room, so the test is about
+    # credentials, not speed.
+    timeoutSeconds: 5
     startupDeadlineSeconds: 60
     basicAuth: {{username: opencode, passwordFile: {auth}}}
     httpHeaders:

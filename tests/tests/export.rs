@@ -265,6 +265,16 @@ fn warnings_per_corpus_file() {
             "11-metadata.yaml",
             &[&["metadata.labels"][..], &following, &defaults].concat(),
         ),
+        (
+            "14-second-wave.yaml",
+            &[
+                "spec.ports",
+                "spec.dependsOn",
+                "spec.networks",
+                "spec.logging",
+                "spec.resources.pids",
+            ],
+        ),
     ];
     for (file, fields) in table {
         let out = export(&[&format!("{CORPUS}/{file}")]);

@@ -187,6 +187,14 @@ pub enum WarningKind {
     /// The health probe sends a secret (`basicAuth`, a header `valueFrom.file`); Kubernetes probes take
     /// literal header values only.
     ProbeSecret,
+    /// `dependsOn` orders starts on a Docker host; pods start independently.
+    DependsOn,
+    /// User-defined networks and aliases: a cluster network is flat, reached through Services.
+    Networks,
+    /// Docker log options: the kubelet rotates container logs itself.
+    Logging,
+    /// A pids limit is a node (kubelet) setting.
+    PidsLimit,
     /// A restart policy other than `always`/`unless-stopped`; a Deployment always restarts.
     Restart {
         /// The dockop policy.
@@ -221,6 +229,10 @@ impl WarningKind {
             Self::Init => "init",
             Self::Users => "users",
             Self::ProbeSecret => "probe-secret",
+            Self::DependsOn => "depends-on",
+            Self::Networks => "networks",
+            Self::Logging => "logging",
+            Self::PidsLimit => "pids-limit",
             Self::Restart { .. } => "restart",
             Self::NonNumericUser { .. } => "non-numeric-user",
             Self::SkippedKey { .. } => "skipped-key",
@@ -276,6 +288,18 @@ impl WarningKind {
             ),
             Self::Users => format!(
                 "{none} (create the accounts in the image, or in an entrypoint that reads their hashes from a Secret)"
+            ),
+            Self::DependsOn => format!(
+                "{none} (pods start independently: make the app retry until its dependencies answer, or add an init container that waits for their Service)"
+            ),
+            Self::Networks => format!(
+                "{none} (a cluster network is flat: other objects reach this one by its Service name, {object}; a NetworkPolicy restricts who may)"
+            ),
+            Self::Logging => format!(
+                "{none} (the kubelet rotates container logs: containerLogMaxSize / containerLogMaxFiles in its configuration; ship logs with a node agent)"
+            ),
+            Self::PidsLimit => format!(
+                "{none} per container (the kubelet's podPidsLimit sets it for every pod of a node)"
             ),
             Self::ProbeSecret => format!(
                 "{none}: a Kubernetes httpGet probe sends literal header values only, and the secret is not exported (probe an unauthenticated path, or use an exec probe that reads the Secret)"
@@ -536,9 +560,9 @@ fn export_one(
         )));
     }
 
-    let security_context = match spec.user.as_deref().map(numeric_user) {
-        None => None,
-        Some(Some(ctx)) => Some(ctx),
+    let mut security_context = match spec.user.as_deref().map(numeric_user) {
+        None => SecurityContext::default(),
+        Some(Some(ctx)) => ctx,
         Some(None) => {
             warnings.push(
                 "spec.user",
@@ -546,9 +570,57 @@ fn export_one(
                     user: spec.user.clone().unwrap_or_default(),
                 },
             );
-            None
+            SecurityContext::default()
         }
     };
+    security_context.read_only_root_filesystem = spec.read_only_root_filesystem.then_some(true);
+    security_context.allow_privilege_escalation = spec.no_new_privileges.then_some(false);
+    security_context.capabilities = spec
+        .capabilities
+        .as_ref()
+        .filter(|c| !c.add.is_empty() || !c.drop.is_empty())
+        .map(|c| K8sCapabilities {
+            add: c.add.clone(),
+            drop: c.drop.clone(),
+        });
+    let security_context = (!security_context.is_empty()).then_some(security_context);
+    let resources = spec.resources.as_ref().and_then(|r| {
+        let mut limits = BTreeMap::new();
+        if let Some(m) = &r.memory {
+            limits.insert("memory", m.clone());
+        }
+        if let Some(c) = r.cpus {
+            limits.insert("cpu", format!("{}m", (c * 1000.0).round() as i64));
+        }
+        (!limits.is_empty()).then_some(ResourceRequirements { limits })
+    });
+    // tmpfs: in-memory emptyDir volumes.
+    for (i, t) in spec.tmpfs.iter().enumerate() {
+        let pod_volume = format!("tmpfs-{i}");
+        mounts.push(VolumeMount {
+            name: pod_volume.clone(),
+            mount_path: t.mount_path.clone(),
+            read_only: false,
+        });
+        pod_volumes.push(PodVolume::new(
+            pod_volume,
+            VolumeSource::Memory {
+                size_limit: t.size.clone(),
+            },
+        ));
+    }
+    let mut host_aliases: Vec<HostAlias> = Vec::new();
+    for entry in &spec.extra_hosts {
+        if let Some((host, ip)) = entry.split_once(':') {
+            match host_aliases.iter_mut().find(|a| a.ip == ip) {
+                Some(a) => a.hostnames.push(host.to_owned()),
+                None => host_aliases.push(HostAlias {
+                    ip: ip.to_owned(),
+                    hostnames: vec![host.to_owned()],
+                }),
+            }
+        }
+    }
     for (field, kind) in unmapped(spec) {
         warnings.push(field, kind);
     }
@@ -572,6 +644,7 @@ fn export_one(
         readiness_probe: health.map(Probe::new),
         liveness_probe: health.map(Probe::new),
         security_context,
+        resources,
         volume_mounts: mounts,
     };
     let mut deployment_meta = meta(name);
@@ -593,6 +666,9 @@ fn export_one(
                     restart_policy: "Always",
                     termination_grace_period_seconds: spec.stop_timeout_seconds,
                     volumes: pod_volumes,
+                    host_network: spec.host_network,
+                    hostname: spec.hostname.clone(),
+                    host_aliases,
                 },
             },
         },
@@ -628,6 +704,18 @@ fn unmapped(spec: &ContainerSpec) -> Vec<(&'static str, WarningKind)> {
     }
     if !spec.users.is_empty() {
         out.push(("spec.users", WarningKind::Users));
+    }
+    if !spec.depends_on.is_empty() {
+        out.push(("spec.dependsOn", WarningKind::DependsOn));
+    }
+    if !spec.networks.is_empty() {
+        out.push(("spec.networks", WarningKind::Networks));
+    }
+    if spec.logging.is_some() {
+        out.push(("spec.logging", WarningKind::Logging));
+    }
+    if spec.resources.as_ref().is_some_and(|r| r.pids.is_some()) {
+        out.push(("spec.resources.pids", WarningKind::PidsLimit));
     }
     if let Some(h) = &spec.health {
         if h.basic_auth.is_some() {
@@ -680,11 +768,12 @@ fn numeric_user(user: &str) -> Option<SecurityContext> {
         None => (user, None),
     };
     Some(SecurityContext {
-        run_as_user: uid.parse().ok()?,
+        run_as_user: Some(uid.parse().ok()?),
         run_as_group: match gid {
             Some(g) => Some(g.parse().ok()?),
             None => None,
         },
+        ..SecurityContext::default()
     })
 }
 
@@ -970,6 +1059,15 @@ pub struct PodSpec {
     /// Claims and host paths.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<PodVolume>,
+    /// `hostNetwork`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+    /// `hostname`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `extraHosts`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_aliases: Vec<HostAlias>,
 }
 
 /// A container of the pod.
@@ -1004,9 +1102,12 @@ pub struct K8sContainer {
     /// Restart after `failureThreshold` failed probes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub liveness_probe: Option<Probe>,
-    /// From a numeric `user`.
+    /// From a numeric `user` and the hardening fields.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_context: Option<SecurityContext>,
+    /// `resources.memory` and `resources.cpus` as limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
     /// Mounts.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volume_mounts: Vec<VolumeMount>,
@@ -1128,15 +1229,69 @@ pub struct HttpHeader {
     pub value: String,
 }
 
-/// Container security context.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Container security context: the user and the hardening fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityContext {
-    /// UID.
-    pub run_as_user: u64,
+    /// UID, from a numeric `user`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_as_user: Option<u64>,
     /// GID, when given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_as_group: Option<u64>,
+    /// `readOnlyRootFilesystem`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_only_root_filesystem: Option<bool>,
+    /// `false` for `noNewPrivileges: true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_privilege_escalation: Option<bool>,
+    /// `capabilities`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<K8sCapabilities>,
+}
+
+impl SecurityContext {
+    fn is_empty(&self) -> bool {
+        *self == SecurityContext::default()
+    }
+}
+
+/// Capabilities added and dropped (names without `CAP_`, as both dockop and Kubernetes write them).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct K8sCapabilities {
+    /// Added.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    /// Dropped.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub drop: Vec<String>,
+}
+
+/// Resource limits of the container.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceRequirements {
+    /// `memory` (a quantity, as written) and `cpu` (millicores).
+    pub limits: BTreeMap<&'static str, String>,
+}
+
+/// Host names resolved to `ip` inside the pod (`extraHosts`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostAlias {
+    /// Address.
+    pub ip: String,
+    /// Names.
+    pub hostnames: Vec<String>,
+}
+
+/// An in-memory scratch volume (`tmpfs`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmptyDirSource {
+    /// Always `Memory`.
+    pub medium: &'static str,
+    /// `tmpfs[].size`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_limit: Option<String>,
 }
 
 /// A volume mount.
@@ -1155,6 +1310,7 @@ pub struct VolumeMount {
 enum VolumeSource {
     Claim { claim_name: String, read_only: bool },
     HostPath { path: String },
+    Memory { size_limit: Option<String> },
 }
 
 /// A pod volume: a claim or a host path.
@@ -1169,28 +1325,38 @@ pub struct PodVolume {
     /// A host path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_path: Option<HostPathSource>,
+    /// An in-memory scratch volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirSource>,
 }
 
 impl PodVolume {
     fn new(name: String, source: VolumeSource) -> Self {
-        let (persistent_volume_claim, host_path) = match source {
+        let mut v = Self {
+            name,
+            persistent_volume_claim: None,
+            host_path: None,
+            empty_dir: None,
+        };
+        match source {
             VolumeSource::Claim {
                 claim_name,
                 read_only,
-            } => (
-                Some(ClaimSource {
+            } => {
+                v.persistent_volume_claim = Some(ClaimSource {
                     claim_name,
                     read_only,
-                }),
-                None,
-            ),
-            VolumeSource::HostPath { path } => (None, Some(HostPathSource { path })),
-        };
-        Self {
-            name,
-            persistent_volume_claim,
-            host_path,
+                });
+            }
+            VolumeSource::HostPath { path } => v.host_path = Some(HostPathSource { path }),
+            VolumeSource::Memory { size_limit } => {
+                v.empty_dir = Some(EmptyDirSource {
+                    medium: "Memory",
+                    size_limit,
+                });
+            }
         }
+        v
     }
 }
 

@@ -27,6 +27,11 @@ pub struct GlobalArgs {
     /// the local socket.
     #[arg(long, global = true, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
+    /// This dockop's instance name, written as the `dockop.dev/instance` label on what it creates; it only
+    /// observes, adopts and prunes containers carrying it. Default: the host name (the default instance,
+    /// which also adopts containers made by an older dockop without the label).
+    #[arg(long, global = true, env = "DOCKOP_INSTANCE")]
+    pub instance: Option<String>,
     /// Where status and history live. Default: /var/lib/dockop as root, else $XDG_STATE_HOME/dockop.
     #[arg(long, global = true, env = "DOCKOP_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

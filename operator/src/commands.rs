@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use crate::cli::{Command, GlobalArgs, OutputFormat};
+use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
+use crate::engine::instance::{Instance, ScopedEngine};
 use crate::execute::{Outcome, Reporter};
 use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
@@ -73,14 +75,35 @@ fn lock_state(store: &Store) -> Result<crate::controller::lock::StateLock, ExitC
     })
 }
 
-/// Connects to the engine, printing a clear error.
-pub async fn connect(global: &GlobalArgs) -> Result<Arc<DockerEngine>, ExitCode> {
-    DockerEngine::connect(global.docker_host.as_deref()).await.map(Arc::new).map_err(|e| {
+/// Resolves `--instance` (default: the host name) off the async threads, printing a clear error.
+pub async fn instance(global: &GlobalArgs) -> Result<Instance, ExitCode> {
+    let flag = global.instance.clone();
+    let resolved = tokio::task::spawn_blocking(move || Instance::resolve(flag.as_deref())).await;
+    match resolved {
+        Ok(Ok(i)) => Ok(i),
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: resolving the instance name: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Connects to the engine as this process's instance (see [`crate::engine::instance`]), printing a
+/// clear error.
+pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
+    let instance = instance(global).await?;
+    let docker = DockerEngine::connect(global.docker_host.as_deref()).await.map_err(|e| {
         eprintln!(
             "error: {e}\n  fix: start the Docker engine, or point --docker-host / DOCKER_HOST at it (e.g. unix:///var/run/docker.sock)"
         );
         ExitCode::FAILURE
-    })
+    })?;
+    tracing::debug!(instance = instance.name(), "connected");
+    Ok(Arc::new(ScopedEngine::new(Arc::new(docker), instance)))
 }
 
 /// Loads and validates desired state; prints diagnostics; `None` when invalid (nothing is touched then).

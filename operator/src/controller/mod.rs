@@ -84,7 +84,6 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         Ok(e) => e,
         Err(c) => return c,
     };
-    let engine: Arc<dyn crate::engine::Engine> = engine;
     let (shared, triggers) = Shared::new(store.clone(), engine.clone());
     shared.engine_reachable.store(true, Ordering::Relaxed);
     let http = match serve(

@@ -637,6 +637,7 @@ impl Engine for DockerEngine {
                             action,
                             id: actor.id.unwrap_or_default(),
                             object,
+                            instance: attrs.get(super::LABEL_INSTANCE).cloned(),
                         }))
                     }
                 }

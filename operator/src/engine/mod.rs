@@ -4,6 +4,9 @@
 pub mod auth;
 pub mod docker;
 pub mod fake;
+pub mod instance;
+
+pub use instance::LABEL_INSTANCE;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -182,6 +185,8 @@ pub struct EngineEvent {
     pub id: String,
     /// The object named by the container's `dockop.dev/name` label.
     pub object: String,
+    /// The container's `dockop.dev/instance` label (`None` when it has none: made by an older dockop).
+    pub instance: Option<String>,
 }
 
 /// Registry credentials, never logged.

@@ -164,9 +164,10 @@ pub struct RunArgs {
     /// Branch to follow.
     #[arg(long, default_value = "main", requires = "git")]
     pub branch: String,
-    /// Directory inside the repository holding the desired-state files.
-    #[arg(long, default_value = ".", requires = "git")]
-    pub path: String,
+    /// Directory inside the repository holding desired-state files; repeat it (`--path common --path
+    /// hosts/web1`) to read several as one desired state (a name defined twice is an error).
+    #[arg(long = "path", default_value = ".", requires = "git")]
+    pub paths: Vec<String>,
     /// Address the HTTP server listens on.
     #[arg(long, default_value = "127.0.0.1:9400")]
     pub listen: String,

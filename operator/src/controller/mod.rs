@@ -111,7 +111,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
             let src = GitSource::new(GitConfig {
                 url: url.clone(),
                 branch: args.branch.clone(),
-                path: args.path.clone(),
+                paths: args.paths.clone(),
                 dir: store.dir().join("git"),
                 poll: Duration::from_secs(args.git_poll_seconds.max(1)),
             });

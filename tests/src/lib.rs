@@ -870,19 +870,28 @@ pub fn engine_up() -> bool {
     docker(["info", "--format", "{{.ID}}"]).status.success()
 }
 
+/// Pid file dockerd writes by default (the main engine's; a second engine in a test has its own).
+pub const MAIN_DOCKERD_PID_FILE: &str = "/var/run/docker.pid";
+/// Pid file `tests/testbed/up` writes when it starts dockerd itself.
+pub const TESTBED_DOCKERD_PID_FILE: &str = "/var/lib/dockop-testbed/dockerd.pid";
+
+/// The pid of the main engine's dockerd, from its pid file: never `pidof dockerd`, which may name a second
+/// engine a test started (with its own `--pidfile`).
+pub fn main_dockerd_pid() -> Option<u32> {
+    [MAIN_DOCKERD_PID_FILE, TESTBED_DOCKERD_PID_FILE]
+        .into_iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).trim() == "dockerd")
+        })
+}
+
 /// Stops the shared dockerd (SIGTERM, as a service manager would) and starts it again the way the test bed
 /// does, waiting until it answers. Only for tests that run alone (`#[ignore]`, `--run-ignored only`).
 #[track_caller]
 pub fn restart_dockerd() {
-    let out = Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .expect("pidof");
-    let pid: u32 = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("dockerd runs (tests/testbed/up starts it)");
+    let pid = main_dockerd_pid().expect("dockerd runs (tests/testbed/up starts it)");
     let _ = Command::new("kill").arg(pid.to_string()).status();
     assert!(
         wait_until(Duration::from_secs(60), || !Path::new(&format!(
@@ -894,7 +903,9 @@ pub fn restart_dockerd() {
     let started = Command::new("sh")
         .args([
             "-c",
-            "mkdir -p /var/log/dockop-testbed && setsid dockerd >>/var/log/dockop-testbed/dockerd.log 2>&1 </dev/null &",
+            &format!(
+                "mkdir -p /var/log/dockop-testbed && setsid dockerd >>/var/log/dockop-testbed/dockerd.log 2>&1 </dev/null & echo $! >{TESTBED_DOCKERD_PID_FILE}"
+            ),
         ])
         .status()
         .expect("start dockerd");

@@ -24,9 +24,25 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Docker engine address (unix:///var/run/docker.sock, tcp://HOST:PORT). Default: $DOCKER_HOST, else
-    /// the local socket.
+    /// the local socket. Plain tcp:// to another machine needs --insecure-engine; use TLS instead.
     #[arg(long, global = true, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
+    /// Talk TLS to a tcp:// engine and verify it with the CA (like `docker --tlsverify`); certificates
+    /// from --tlscacert/--tlscert/--tlskey, else $DOCKER_CERT_PATH/{ca,cert,key}.pem, else ~/.docker.
+    #[arg(long = "tlsverify", global = true, env = "DOCKER_TLS_VERIFY")]
+    pub tls_verify: bool,
+    /// CA certificate that signed the engine's certificate.
+    #[arg(long = "tlscacert", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long = "tlscert", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key.
+    #[arg(long = "tlskey", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain (unencrypted, unauthenticated) tcp:// to an engine on another machine.
+    #[arg(long, global = true)]
+    pub insecure_engine: bool,
     /// This dockop's instance name, written as the `dockop.dev/instance` label on what it creates; it only
     /// observes, adopts and prunes containers carrying it. Default: the host name (the default instance,
     /// which also adopts containers made by an older dockop without the label).

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use crate::cli::{Command, GlobalArgs, OutputFormat};
 use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
+use crate::engine::endpoint::{Endpoint, TlsFlags};
 use crate::engine::instance::{Instance, ScopedEngine};
 use crate::execute::{Outcome, Reporter};
 use crate::plan::{Action, short};
@@ -96,7 +97,21 @@ pub async fn instance(global: &GlobalArgs) -> Result<Instance, ExitCode> {
 /// clear error.
 pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
     let instance = instance(global).await?;
-    let docker = DockerEngine::connect(global.docker_host.as_deref()).await.map_err(|e| {
+    let tls = TlsFlags {
+        verify: global.tls_verify,
+        cert_dir: std::env::var_os("DOCKER_CERT_PATH")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
+        ca: global.tls_ca.clone(),
+        cert: global.tls_cert.clone(),
+        key: global.tls_key.clone(),
+    };
+    let endpoint = Endpoint::parse(global.docker_host.as_deref(), &tls, global.insecure_engine)
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        })?;
+    let docker = DockerEngine::connect(&endpoint).await.map_err(|e| {
         eprintln!(
             "error: {e}\n  fix: start the Docker engine, or point --docker-host / DOCKER_HOST at it (e.g. unix:///var/run/docker.sock)"
         );

@@ -782,6 +782,7 @@ mod tests {
             started_at: None,
             image_id: String::new(),
             ip_address: None,
+            engine_host: None,
         }
     }
 

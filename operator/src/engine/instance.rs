@@ -281,6 +281,7 @@ pub(crate) mod tests {
             started_at: None,
             image_id: String::new(),
             ip_address: None,
+            engine_host: None,
         }
     }
 

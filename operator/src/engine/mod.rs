@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod docker;
+pub mod endpoint;
 pub mod fake;
 pub mod instance;
 
@@ -80,6 +81,9 @@ pub struct ContainerInfo {
     pub image_id: String,
     /// IP address on the first network it is attached to (bridge), used for probing.
     pub ip_address: Option<String>,
+    /// The engine's host when it runs on another machine (`None`: this one): health probes then go to
+    /// the published port there, see [`crate::health::probe_address`].
+    pub engine_host: Option<String>,
 }
 
 impl ContainerInfo {

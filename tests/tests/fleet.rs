@@ -114,3 +114,169 @@ fn instances_on_one_engine_leave_each_other_alone_prune_included() {
     drop(b);
     drop(a);
 }
+
+/// The image label of container `name` as `docker` (any engine) reports it.
+fn image_of(out: std::process::Output) -> Option<String> {
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+const IMAGE_LABEL: &str = "{{index .Config.Labels \"dockop.dev/image\"}} {{.State.Running}}";
+
+#[test]
+fn one_repository_drives_two_engines_one_over_tls() {
+    let env = TestEnv::new("fleet-two");
+    let engine_b = SecondEngine::start(env.id());
+    assert_ne!(
+        main_dockerd_pid(),
+        Some(engine_b.pid()),
+        "the main engine is found by its own pid file"
+    );
+    let (shared, ha, hb) = (env.name("shared"), env.name("ha"), env.name("hb"));
+    let (pa, pb) = (env.free_port(), env.free_port());
+    // The shared object publishes no port (both engines share this machine's ports): probed on its bridge.
+    let shared_spec = |image: &str| {
+        env.web_spec(&shared, image, 1)
+            .lines()
+            .filter(|l| !l.contains("ports:") && !l.contains("containerPort"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let (url, work) = env.git_repo();
+    std::fs::create_dir_all(work.join("hosts/a")).expect("mkdir");
+    std::fs::write(work.join("hosts/a/a.yaml"), env.web_spec(&ha, WEB_V1, pa)).expect("write");
+    std::fs::create_dir_all(work.join("hosts/b")).expect("mkdir");
+    std::fs::write(work.join("hosts/b/b.yaml"), env.web_spec(&hb, WEB_V1, pb)).expect("write");
+    commit(&work, "common/shared.yaml", &shared_spec(WEB_V1), "v1");
+
+    let start = |who: &str, engine_flags: &[String]| {
+        let home = env.dir().join(who);
+        std::fs::create_dir_all(&home).expect("home");
+        let listen = format!("127.0.0.1:{}", env.free_port());
+        let mut args: Vec<String> = engine_flags.to_vec();
+        args.extend(
+            [
+                "--instance",
+                &env.name(who),
+                "-v",
+                "run",
+                "--listen",
+                &listen,
+                "--git",
+                &url,
+                "--path",
+                "common",
+                "--path",
+                &format!("hosts/{who}"),
+                "--git-poll-seconds",
+                "1",
+                "--resync-seconds",
+                "2",
+            ]
+            .map(str::to_owned),
+        );
+        Dockop::new(home.join("state")).spawn(args, &home)
+    };
+    let a = start("a", &[]);
+    let (ca, cert, key) = engine_b.client_certs();
+    let b = start(
+        "b",
+        &[
+            "--docker-host".into(),
+            engine_b.tcp_host(),
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            ca.display().to_string(),
+            "--tlscert".into(),
+            cert.display().to_string(),
+            "--tlskey".into(),
+            key.display().to_string(),
+        ],
+    );
+    let on_a = || image_of(docker(["inspect", "-f", IMAGE_LABEL, &shared]));
+    let on_b = || image_of(engine_b.docker(["inspect", "-f", IMAGE_LABEL, &shared]));
+    let running = |image: &str| Some(format!("{image} true"));
+    let ok = wait_until(Duration::from_secs(90), || {
+        served_version(pa).as_deref() == Some("1")
+            && served_version(pb).as_deref() == Some("1")
+            && on_a() == running(WEB_V1)
+            && on_b() == running(WEB_V1)
+    });
+    assert!(
+        ok,
+        "both hosts converged: a {:?} b {:?}\n--- a\n{}\n--- b\n{}",
+        on_a(),
+        on_b(),
+        a.stderr(),
+        b.stderr()
+    );
+    assert!(
+        image_of(engine_b.docker(["inspect", "-f", "x", &ha])).is_none(),
+        "hosts/a is not on b"
+    );
+    assert!(
+        image_of(docker(["inspect", "-f", "x", &hb])).is_none(),
+        "hosts/b is not on a"
+    );
+
+    // A commit to common/ updates both hosts.
+    commit(
+        &work,
+        "common/shared.yaml",
+        &shared_spec(WEB_V2),
+        "shared v2",
+    );
+    let ok = wait_until(Duration::from_secs(90), || {
+        on_a() == running(WEB_V2) && on_b() == running(WEB_V2)
+    });
+    assert!(
+        ok,
+        "common/ reached both: a {:?} b {:?}\n--- b\n{}",
+        on_a(),
+        on_b(),
+        b.stderr()
+    );
+
+    // A commit to hosts/b/ updates b only.
+    let ha_id = image_of(docker(["inspect", "-f", "{{.Id}}", &ha])).expect("ha");
+    commit(
+        &work,
+        "hosts/b/b.yaml",
+        &env.web_spec(&hb, WEB_V3, pb),
+        "b v3",
+    );
+    let ok = wait_until(Duration::from_secs(90), || {
+        served_version(pb).as_deref() == Some("3")
+    });
+    assert!(ok, "b serves v3\n{}", b.stderr());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(served_version(pa).as_deref(), Some("1"), "a untouched");
+    assert_eq!(
+        image_of(docker(["inspect", "-f", "{{.Id}}", &ha])),
+        Some(ha_id),
+        "a's container not recreated"
+    );
+    drop(b);
+    drop(a);
+}
+
+#[test]
+fn plain_tcp_to_a_remote_engine_is_refused_with_the_fix() {
+    let env = TestEnv::new("fleet-plain");
+    let spec = env.write("spec/web.yaml", &env.web_spec(&env.name("w"), WEB_V1, 1));
+    let out = env.dockop().run([
+        "--docker-host",
+        "tcp://192.0.2.10:2375",
+        "plan",
+        "-f",
+        spec.to_str().expect("utf8"),
+    ]);
+    out.assert_code(1);
+    assert!(
+        out.stderr.contains("refusing plain") && out.stderr.contains("--insecure-engine"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("--tlsverify"), "{}", out.stderr);
+}

@@ -106,6 +106,13 @@ pub enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
+        /// Read `/status` of these dockop instances (http://HOST:PORT, repeatable) instead of the local
+        /// state dir: one table with a HOST column.
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        /// File holding the bearer token for the servers' `/status` (their --reconcile-token-file).
+        #[arg(long, requires = "servers")]
+        token_file: Option<PathBuf>,
     },
     /// Go back to the previous digest and hold it until the spec or the registry digest changes.
     Rollback {

@@ -25,7 +25,15 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     match command {
         Command::Plan(src) => plan_or_apply(&global, &src.files, true).await,
         Command::Apply(src) => plan_or_apply(&global, &src.files, false).await,
-        Command::Status { name, output } => status(&global, name.as_deref(), output),
+        Command::Status {
+            name,
+            output,
+            servers,
+            token_file,
+        } if !servers.is_empty() => {
+            fleet_status(name.as_deref(), output, &servers, token_file.as_deref()).await
+        }
+        Command::Status { name, output, .. } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
         Command::Run(args) => crate::controller::run(global, args).await,
@@ -368,7 +376,7 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
             };
             println!("{}", v.unwrap_or_default());
         }
-        OutputFormat::Text => print_status_table(&all),
+        OutputFormat::Text => print_status_table(false, all.iter().map(|s| (None, s))),
     }
     if unreadable {
         ExitCode::FAILURE
@@ -377,12 +385,89 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
     }
 }
 
-fn print_status_table(all: &[ObjectStatus]) {
+/// `dockop status --server URL...`: every server's `/status` in one table with a HOST column (or one
+/// JSON list, each object with its `host`); exit 1 when a server could not be read (reported on stderr).
+async fn fleet_status(
+    name: Option<&str>,
+    output: OutputFormat,
+    servers: &[String],
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let token = match token_file {
+        Some(f) => match tokio::fs::read_to_string(f).await {
+            Ok(t) => Some(t.trim().to_owned()),
+            Err(e) => {
+                eprintln!("error: reading the token file {}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let answers = crate::fleet::fetch_all(servers, token.as_deref()).await;
+    let mut failed = false;
+    let mut rows: Vec<(&str, &ObjectStatus)> = Vec::new();
+    for a in &answers {
+        match &a.result {
+            Ok(objects) => rows.extend(
+                objects
+                    .iter()
+                    .filter(|o| name.is_none_or(|n| o.name == n))
+                    .map(|o| (a.host.as_str(), o)),
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    match output {
+        OutputFormat::Json => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(host, o)| {
+                    let mut v = serde_json::to_value(o).unwrap_or_default();
+                    if let Some(m) = v.as_object_mut() {
+                        m.insert("host".into(), (*host).into());
+                    }
+                    v
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            );
+        }
+        OutputFormat::Text => print_status_table(true, rows.iter().map(|(h, o)| (Some(*h), *o))),
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The status table; with a HOST column when the rows carry their host.
+fn print_status_table<'a>(
+    with_host: bool,
+    rows: impl Iterator<Item = (Option<&'a str>, &'a ObjectStatus)>,
+) {
+    let host_col = |h: &str| {
+        if with_host {
+            format!("{h:<22} ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<24} {:<6} {:<28} {:<20} {:<12} LAST CHANGE",
-        "NAME", "READY", "CONDITION", "DIGEST", "VERSION"
+        "{}{:<24} {:<6} {:<28} {:<20} {:<12} LAST CHANGE",
+        host_col("HOST"),
+        "NAME",
+        "READY",
+        "CONDITION",
+        "DIGEST",
+        "VERSION"
     );
-    for s in all {
+    for (host, s) in rows {
         let ready = if s.is_ready() { "True" } else { "False" };
         let cond = match s.condition(ConditionType::Degraded) {
             Some(c) if c.status => format!("Degraded/{}", c.reason),
@@ -407,7 +492,8 @@ fn print_status_table(all: &[ObjectStatus]) {
             })
             .unwrap_or_default();
         println!(
-            "{:<24} {:<6} {:<28} {:<20} {:<12} {}",
+            "{}{:<24} {:<6} {:<28} {:<20} {:<12} {}",
+            host_col(host.unwrap_or_default()),
             s.name,
             ready,
             cond,

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod execute;
 pub mod export;
 pub mod fault;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod memory;

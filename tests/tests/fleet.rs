@@ -150,6 +150,7 @@ fn one_repository_drives_two_engines_one_over_tls() {
     std::fs::write(work.join("hosts/b/b.yaml"), env.web_spec(&hb, WEB_V1, pb)).expect("write");
     commit(&work, "common/shared.yaml", &shared_spec(WEB_V1), "v1");
 
+    let token = env.write("token", "fleet-token\n");
     let start = |who: &str, engine_flags: &[String]| {
         let home = env.dir().join(who);
         std::fs::create_dir_all(&home).expect("home");
@@ -163,6 +164,8 @@ fn one_repository_drives_two_engines_one_over_tls() {
                 "run",
                 "--listen",
                 &listen,
+                "--reconcile-token-file",
+                token.to_str().expect("utf8"),
                 "--git",
                 &url,
                 "--path",
@@ -176,11 +179,11 @@ fn one_repository_drives_two_engines_one_over_tls() {
             ]
             .map(str::to_owned),
         );
-        Dockop::new(home.join("state")).spawn(args, &home)
+        (Dockop::new(home.join("state")).spawn(args, &home), listen)
     };
-    let a = start("a", &[]);
+    let (a, listen_a) = start("a", &[]);
     let (ca, cert, key) = engine_b.client_certs();
-    let b = start(
+    let (b, listen_b) = start(
         "b",
         &[
             "--docker-host".into(),
@@ -218,6 +221,48 @@ fn one_repository_drives_two_engines_one_over_tls() {
     assert!(
         image_of(docker(["inspect", "-f", "x", &hb])).is_none(),
         "hosts/b is not on a"
+    );
+
+    // The fleet view: both instances' /status in one list, each object with its host.
+    let fleet_status = |extra: &[&str]| {
+        let (sa, sb) = (format!("http://{listen_a}"), format!("http://{listen_b}"));
+        let mut args = vec!["status", "--server", &sa, "--server", &sb, "--token-file"];
+        args.push(token.to_str().expect("utf8"));
+        args.extend_from_slice(extra);
+        env.dockop().run(args)
+    };
+    let view = fleet_status(&["-o", "json"]);
+    view.assert_success();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&view.stdout).expect("json");
+    let mut seen: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["host"].as_str().unwrap_or_default().to_owned(),
+                r["name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![
+        (listen_a.clone(), ha.clone()),
+        (listen_a.clone(), shared.clone()),
+        (listen_b.clone(), hb.clone()),
+        (listen_b.clone(), shared.clone()),
+    ];
+    want.sort();
+    assert_eq!(seen, want);
+    let table = fleet_status(&[]);
+    table.assert_success();
+    assert!(table.stdout.starts_with("HOST"), "{}", table.stdout);
+    let no_token = env
+        .dockop()
+        .run(["status", "--server", &format!("http://{listen_a}")]);
+    no_token.assert_code(1);
+    assert!(
+        no_token.stderr.contains("--token-file"),
+        "{}",
+        no_token.stderr
     );
 
     // A commit to common/ updates both hosts.

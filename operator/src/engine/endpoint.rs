@@ -2,8 +2,9 @@
 //! `tcp://`), TLS from `--tlsverify --tlscacert --tlscert --tlskey` or `DOCKER_TLS_VERIFY` /
 //! `DOCKER_CERT_PATH`; plain `tcp://` to another machine is refused unless `--insecure-engine`.
 //!
-//! `ssh://` is left out: bollard's `ssh` feature (the `openssh` crate driving the `ssh` program) was not
-//! built or tested here; use an SSH tunnel to the remote socket (`ssh -L`) or TLS meanwhile.
+//! `ssh://` is left out: bollard's `ssh` feature pulls in the `openssh` crate (driving the `ssh` program
+//! through a control socket), which is not in this workspace's lock file or local crate cache and was not
+//! tried; use an SSH tunnel to the remote socket (`ssh -L`) or TLS meanwhile.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};

@@ -24,9 +24,30 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Docker engine address (unix:///var/run/docker.sock, tcp://HOST:PORT). Default: $DOCKER_HOST, else
-    /// the local socket.
+    /// the local socket. Plain tcp:// to another machine needs --insecure-engine; use TLS instead.
     #[arg(long, global = true, env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
+    /// Talk TLS to a tcp:// engine and verify it with the CA (like `docker --tlsverify`); certificates
+    /// from --tlscacert/--tlscert/--tlskey, else $DOCKER_CERT_PATH/{ca,cert,key}.pem, else ~/.docker.
+    #[arg(long = "tlsverify", global = true, env = "DOCKER_TLS_VERIFY")]
+    pub tls_verify: bool,
+    /// CA certificate that signed the engine's certificate.
+    #[arg(long = "tlscacert", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate.
+    #[arg(long = "tlscert", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key.
+    #[arg(long = "tlskey", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Allow plain (unencrypted, unauthenticated) tcp:// to an engine on another machine.
+    #[arg(long, global = true)]
+    pub insecure_engine: bool,
+    /// This dockop's instance name, written as the `dockop.dev/instance` label on what it creates; it only
+    /// observes, adopts and prunes containers carrying it. Default: the host name (the default instance,
+    /// which also adopts containers made by an older dockop without the label).
+    #[arg(long, global = true, env = "DOCKOP_INSTANCE")]
+    pub instance: Option<String>,
     /// Where status and history live. Default: /var/lib/dockop as root, else $XDG_STATE_HOME/dockop.
     #[arg(long, global = true, env = "DOCKOP_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
@@ -78,6 +99,13 @@ pub enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = OutputFormat::Text)]
         output: OutputFormat,
+        /// Read `/status` of these dockop instances (http://HOST:PORT, repeatable) instead of the local
+        /// state dir: one table with a HOST column.
+        #[arg(long = "server")]
+        servers: Vec<String>,
+        /// File holding the bearer token for the servers' `/status` (their --reconcile-token-file).
+        #[arg(long, requires = "servers")]
+        token_file: Option<PathBuf>,
     },
     /// Go back to the previous digest and hold it until the spec or the registry digest changes.
     Rollback {
@@ -191,9 +219,10 @@ pub struct RunArgs {
     /// Branch to follow.
     #[arg(long, default_value = "main", requires = "git")]
     pub branch: String,
-    /// Directory inside the repository holding the desired-state files.
-    #[arg(long, default_value = ".", requires = "git")]
-    pub path: String,
+    /// Directory inside the repository holding desired-state files; repeat it (`--path common --path
+    /// hosts/web1`) to read several as one desired state (a name defined twice is an error).
+    #[arg(long = "path", default_value = ".", requires = "git")]
+    pub paths: Vec<String>,
     /// Address the HTTP server listens on.
     #[arg(long, default_value = "127.0.0.1:9400")]
     pub listen: String,

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use crate::cli::{Command, GlobalArgs, NotifyArgs, OutputFormat, SourceArgs};
+use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
+use crate::engine::endpoint::{Endpoint, TlsFlags};
+use crate::engine::instance::{Instance, ScopedEngine};
 use crate::execute::{Outcome, Reporter};
 use crate::notify::Notifier;
 use crate::notify::event::Observation;
@@ -33,7 +36,15 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
             report_unsent(&notifier).await;
             code
         }
-        Command::Status { name, output } => status(&global, name.as_deref(), output),
+        Command::Status {
+            name,
+            output,
+            servers,
+            token_file,
+        } if !servers.is_empty() => {
+            fleet_status(name.as_deref(), output, &servers, token_file.as_deref()).await
+        }
+        Command::Status { name, output, .. } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
         Command::Run(args) => crate::controller::run(global, args).await,
@@ -112,14 +123,49 @@ fn lock_state(store: &Store) -> Result<crate::lock::StateLock, ExitCode> {
     })
 }
 
-/// Connects to the engine, printing a clear error.
-pub async fn connect(global: &GlobalArgs) -> Result<Arc<DockerEngine>, ExitCode> {
-    DockerEngine::connect(global.docker_host.as_deref()).await.map(Arc::new).map_err(|e| {
+/// Resolves `--instance` (default: the host name) off the async threads, printing a clear error.
+pub async fn instance(global: &GlobalArgs) -> Result<Instance, ExitCode> {
+    let flag = global.instance.clone();
+    let resolved = tokio::task::spawn_blocking(move || Instance::resolve(flag.as_deref())).await;
+    match resolved {
+        Ok(Ok(i)) => Ok(i),
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: resolving the instance name: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Connects to the engine as this process's instance (see [`crate::engine::instance`]), printing a
+/// clear error.
+pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
+    let instance = instance(global).await?;
+    let tls = TlsFlags {
+        verify: global.tls_verify,
+        cert_dir: std::env::var_os("DOCKER_CERT_PATH")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
+        ca: global.tls_ca.clone(),
+        cert: global.tls_cert.clone(),
+        key: global.tls_key.clone(),
+    };
+    let endpoint = Endpoint::parse(global.docker_host.as_deref(), &tls, global.insecure_engine)
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        })?;
+    let docker = DockerEngine::connect(&endpoint).await.map_err(|e| {
         eprintln!(
             "error: {e}\n  fix: start the Docker engine, or point --docker-host / DOCKER_HOST at it (e.g. unix:///var/run/docker.sock)"
         );
         ExitCode::FAILURE
-    })
+    })?;
+    tracing::debug!(instance = instance.name(), "connected");
+    Ok(Arc::new(ScopedEngine::new(Arc::new(docker), instance)))
 }
 
 /// Loads and validates desired state; prints diagnostics; `None` when invalid (nothing is touched then).
@@ -509,7 +555,7 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
             };
             println!("{}", v.unwrap_or_default());
         }
-        OutputFormat::Text => print_status_table(&all),
+        OutputFormat::Text => print_status_table(false, all.iter().map(|s| (None, s))),
     }
     if unreadable {
         ExitCode::FAILURE
@@ -518,12 +564,89 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
     }
 }
 
-fn print_status_table(all: &[ObjectStatus]) {
+/// `dockop status --server URL...`: every server's `/status` in one table with a HOST column (or one
+/// JSON list, each object with its `host`); exit 1 when a server could not be read (reported on stderr).
+async fn fleet_status(
+    name: Option<&str>,
+    output: OutputFormat,
+    servers: &[String],
+    token_file: Option<&std::path::Path>,
+) -> ExitCode {
+    let token = match token_file {
+        Some(f) => match tokio::fs::read_to_string(f).await {
+            Ok(t) => Some(t.trim().to_owned()),
+            Err(e) => {
+                eprintln!("error: reading the token file {}: {e}", f.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let answers = crate::fleet::fetch_all(servers, token.as_deref()).await;
+    let mut failed = false;
+    let mut rows: Vec<(&str, &ObjectStatus)> = Vec::new();
+    for a in &answers {
+        match &a.result {
+            Ok(objects) => rows.extend(
+                objects
+                    .iter()
+                    .filter(|o| name.is_none_or(|n| o.name == n))
+                    .map(|o| (a.host.as_str(), o)),
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    match output {
+        OutputFormat::Json => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(host, o)| {
+                    let mut v = serde_json::to_value(o).unwrap_or_default();
+                    if let Some(m) = v.as_object_mut() {
+                        m.insert("host".into(), (*host).into());
+                    }
+                    v
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&list).unwrap_or_default()
+            );
+        }
+        OutputFormat::Text => print_status_table(true, rows.iter().map(|(h, o)| (Some(*h), *o))),
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The status table; with a HOST column when the rows carry their host.
+fn print_status_table<'a>(
+    with_host: bool,
+    rows: impl Iterator<Item = (Option<&'a str>, &'a ObjectStatus)>,
+) {
+    let host_col = |h: &str| {
+        if with_host {
+            format!("{h:<22} ")
+        } else {
+            String::new()
+        }
+    };
     println!(
-        "{:<24} {:<6} {:<28} {:<20} {:<12} LAST CHANGE",
-        "NAME", "READY", "CONDITION", "DIGEST", "VERSION"
+        "{}{:<24} {:<6} {:<28} {:<20} {:<12} LAST CHANGE",
+        host_col("HOST"),
+        "NAME",
+        "READY",
+        "CONDITION",
+        "DIGEST",
+        "VERSION"
     );
-    for s in all {
+    for (host, s) in rows {
         let ready = if s.is_ready() { "True" } else { "False" };
         let cond = match s.condition(ConditionType::Degraded) {
             Some(c) if c.status => format!("Degraded/{}", c.reason),
@@ -548,7 +671,8 @@ fn print_status_table(all: &[ObjectStatus]) {
             })
             .unwrap_or_default();
         println!(
-            "{:<24} {:<6} {:<28} {:<20} {:<12} {}",
+            "{}{:<24} {:<6} {:<28} {:<20} {:<12} {}",
+            host_col(host.unwrap_or_default()),
             s.name,
             ready,
             cond,

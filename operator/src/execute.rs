@@ -1067,7 +1067,12 @@ pub async fn probe_object(
     h: &Health,
 ) -> ProbeResult {
     let timeout = Duration::from_secs(u64::from(h.timeout_seconds));
-    match probe_address(info.ip_address.as_deref(), &desired.spec.ports, h.port) {
+    match probe_address(
+        info.ip_address.as_deref(),
+        info.engine_host.as_deref(),
+        &desired.spec.ports,
+        h.port,
+    ) {
         Some((host, port)) => probe(&host, port, &h.path, timeout, &desired.probe_auth).await,
         None => ProbeResult::NotListening {
             message: "the container has no IP address and the health port is not published".into(),

@@ -271,9 +271,27 @@ impl ProbeAuth {
 }
 
 /// Where to probe a container: its bridge IP and the health `port`, else (no bridge IP, e.g. host
-/// networking) the host address that publishes `port` (`0.0.0.0` probed on 127.0.0.1). `None` when neither
-/// exists.
-pub fn probe_address(ip: Option<&str>, ports: &[Port], port: u16) -> Option<(String, u16)> {
+/// networking) the host address that publishes `port` (`0.0.0.0` probed on 127.0.0.1). On a remote engine
+/// (`engine_host`), the bridge is not reachable from here: the published port on that host is probed
+/// (`0.0.0.0`/`::` on the engine's host name, a specific address as is; loopback cannot be reached).
+/// `None` when there is no such address.
+pub fn probe_address(
+    ip: Option<&str>,
+    engine_host: Option<&str>,
+    ports: &[Port],
+    port: u16,
+) -> Option<(String, u16)> {
+    if let Some(remote) = engine_host {
+        let p = ports.iter().find(|p| p.container_port == port)?;
+        let host = match p.host_ip.as_str() {
+            "0.0.0.0" | "::" | "" => remote.to_owned(),
+            other => match other.parse::<std::net::IpAddr>() {
+                Ok(ip) if ip.is_loopback() => return None,
+                _ => other.to_owned(),
+            },
+        };
+        return Some((host, p.effective_host_port()));
+    }
     if let Some(ip) = ip {
         return Some((ip.to_owned(), port));
     }
@@ -366,6 +384,33 @@ async fn probe_inner(host: &str, port: u16, path: &str, auth: &ProbeAuth) -> Pro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_engines_are_probed_on_their_published_ports() {
+        let port = |ip: &str| Port {
+            container_port: 8080,
+            host_port: Some(3000),
+            host_ip: ip.to_owned(),
+            protocol: crate::spec::Protocol::Tcp,
+        };
+        let local = probe_address(Some("172.17.0.2"), None, &[port("127.0.0.1")], 8080);
+        assert_eq!(local, Some(("172.17.0.2".into(), 8080)));
+        let any = probe_address(Some("172.17.0.2"), Some("web-1"), &[port("0.0.0.0")], 8080);
+        assert_eq!(any, Some(("web-1".into(), 3000)));
+        let one = probe_address(Some("172.17.0.2"), Some("web-1"), &[port("10.0.0.5")], 8080);
+        assert_eq!(one, Some(("10.0.0.5".into(), 3000)));
+        assert_eq!(
+            probe_address(
+                Some("172.17.0.2"),
+                Some("web-1"),
+                &[port("127.0.0.1")],
+                8080
+            ),
+            None,
+            "loopback on another machine cannot be reached"
+        );
+        assert_eq!(probe_address(None, Some("web-1"), &[], 8080), None);
+    }
 
     #[test]
     fn body_rules() {

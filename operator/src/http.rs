@@ -1290,6 +1290,7 @@ mod tests {
                     started_at: Some("2026-01-01T00:00:00.123456789Z".into()),
                     image_id: String::new(),
                     ip_address: Some("127.0.0.1".into()),
+                    engine_host: None,
                 },
             );
         }

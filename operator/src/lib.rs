@@ -11,6 +11,7 @@ pub mod engine;
 pub mod execute;
 pub mod export;
 pub mod fault;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod lock;

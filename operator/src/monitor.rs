@@ -876,7 +876,12 @@ async fn look(
     let probe_result = if running {
         let auth = auth.refresh(obj).await;
         Some(
-            match probe_address(info.ip_address.as_deref(), &obj.spec.ports, h.port) {
+            match probe_address(
+                info.ip_address.as_deref(),
+                info.engine_host.as_deref(),
+                &obj.spec.ports,
+                h.port,
+            ) {
                 Some((host, port)) => {
                     let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
                     let answer = probe(&host, port, &h.path, timeout, auth);
@@ -1009,6 +1014,7 @@ mod tests {
             started_at: Some("2026-01-01T00:00:00Z".into()),
             image_id: String::new(),
             ip_address: Some("127.0.0.1".into()),
+            engine_host: None,
         }
     }
 

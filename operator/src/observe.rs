@@ -4,9 +4,14 @@
 //! active one, `<name>-previous` is the previous one kept during an update, and anything labelled
 //! `dockop.dev/role=preflight` is a preflight candidate. Any other container carrying the object's label is
 //! a stray (e.g. renamed by hand) and is removed by the planner.
+//!
+//! The list handed in is the instance's own (see [`crate::engine::instance`]); a container holding the
+//! object's name that is managed by dockop but missing from that list belongs to another instance and is
+//! reported in [`Observed::other_instance`], never touched.
 
 use crate::engine::{
-    ContainerInfo, Engine, EngineError, LABEL_DIGEST, LABEL_NAME, LABEL_ROLE, LABEL_SPEC_HASH,
+    ContainerInfo, Engine, EngineError, LABEL_DIGEST, LABEL_INSTANCE, LABEL_NAME, LABEL_ROLE,
+    LABEL_SPEC_HASH,
 };
 
 /// Suffix of the previous container's name.
@@ -30,8 +35,20 @@ pub struct Observed {
     pub strays: Vec<ContainerInfo>,
     /// A container named `<name>` exists but is not managed by dockop: never touched, reported.
     pub foreign: Option<ContainerInfo>,
+    /// A container named `<name>` managed by another dockop instance: never touched, reported.
+    pub other_instance: Option<OtherInstance>,
     /// Start-first objects: the route `dockop proxy` serves for the object now (`None`: no route).
     pub route: Option<crate::switch::Route>,
+}
+
+/// A container holding a wanted name for another dockop instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherInstance {
+    /// The container.
+    pub container: ContainerInfo,
+    /// Its `dockop.dev/instance` label; `None` when made by an older dockop (only the default instance
+    /// adopts those).
+    pub instance: Option<String>,
 }
 
 impl Observed {
@@ -71,15 +88,28 @@ impl Observed {
                 &owned
             }
         };
-        let foreign = if all.iter().any(|c| c.name == name) {
+        let holder = if all.iter().any(|c| c.name == name) {
             None
         } else {
-            engine
-                .inspect(name)
-                .await?
-                .filter(|c| c.label(LABEL_NAME).is_none())
+            engine.inspect(name).await?
         };
-        Ok(Self::classify(name, all, foreign))
+        let (foreign, other) = match holder {
+            Some(c) if c.label(LABEL_NAME).is_none() => (Some(c), None),
+            Some(c) => {
+                let instance = c.label(LABEL_INSTANCE).map(str::to_owned);
+                (
+                    None,
+                    Some(OtherInstance {
+                        container: c,
+                        instance,
+                    }),
+                )
+            }
+            None => (None, None),
+        };
+        let mut o = Self::classify(name, all, foreign);
+        o.other_instance = other;
+        Ok(o)
     }
 }
 
@@ -91,4 +121,49 @@ pub fn digest_of(c: &ContainerInfo) -> Option<&str> {
 /// The spec hash a container was created with (its label).
 pub fn spec_hash_of(c: &ContainerInfo) -> Option<&str> {
     c.label(LABEL_SPEC_HASH)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::instance::tests::{engine_with, labelled as container};
+    use crate::engine::instance::{Instance, ScopedEngine};
+
+    async fn observe(instance: Instance, cs: &[ContainerInfo], name: &str) -> Observed {
+        let e = ScopedEngine::new(Arc::new(engine_with(cs)), instance);
+        Observed::read(&e, name, None).await.expect("read")
+    }
+
+    #[tokio::test]
+    async fn own_containers_are_classified_and_others_reported() {
+        let cs = [
+            container("1", "web", Some("web"), Some("a")),
+            container("2", "web-previous", Some("web"), Some("a")),
+            container("3", "api", Some("api"), Some("b")),
+            container("4", "old", Some("old"), None),
+            container("5", "plain", None, None),
+        ];
+        let a = || Instance::new("a", false).expect("a");
+        let o = observe(a(), &cs, "web").await;
+        assert_eq!(o.active.map(|c| c.id).as_deref(), Some("1"));
+        assert_eq!(o.previous.map(|c| c.id).as_deref(), Some("2"));
+        assert!(o.other_instance.is_none() && o.foreign.is_none());
+
+        let o = observe(a(), &cs, "api").await;
+        assert!(o.active.is_none());
+        let other = o.other_instance.expect("api belongs to b");
+        assert_eq!(other.instance.as_deref(), Some("b"));
+
+        // Made by an older dockop: another instance's for a named instance, adopted by the default one.
+        let o = observe(a(), &cs, "old").await;
+        assert!(o.active.is_none());
+        assert_eq!(o.other_instance.map(|x| x.instance), Some(None));
+        let o = observe(Instance::new("host", true).expect("host"), &cs, "old").await;
+        assert_eq!(o.active.map(|c| c.id).as_deref(), Some("4"));
+
+        let o = observe(a(), &cs, "plain").await;
+        assert!(o.foreign.is_some() && o.other_instance.is_none());
+    }
 }

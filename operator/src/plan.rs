@@ -313,6 +313,21 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
             ),
         );
     }
+    if let Some(other) = &o.other_instance {
+        let owner = match &other.instance {
+            Some(i) => format!("dockop instance {i:?}"),
+            None => "an older dockop without an instance label (only the host's default instance adopts it)".to_owned(),
+        };
+        return blocked(
+            p,
+            "NameConflict",
+            format!(
+                "a container named {} (id {}) belongs to {owner}; this instance never touches it. Remove the object from one instance's desired state, or run this one with that --instance",
+                other.container.name,
+                short(&other.container.id)
+            ),
+        );
+    }
 
     // 1. The target digest.
     let active_digest = active.and_then(digest_of).map(str::to_owned);
@@ -777,6 +792,7 @@ mod tests {
             started_at: None,
             image_id: String::new(),
             ip_address: None,
+            engine_host: None,
         }
     }
 
@@ -1193,6 +1209,27 @@ mod tests {
         };
         let p = run(&d, &c);
         assert!(matches!(&p.action, Action::Blocked { reason, .. } if reason == "NameConflict"));
+        assert!(p.steps.is_empty());
+    }
+
+    #[test]
+    fn another_instances_container_is_never_touched() {
+        let d = desired(|_| {});
+        let theirs = container("web", D1, "x", RunState::Running);
+        let c = Case {
+            observed: Observed {
+                other_instance: Some(crate::observe::OtherInstance {
+                    container: theirs,
+                    instance: Some("host-b".into()),
+                }),
+                ..Default::default()
+            },
+            memory: ObjectStatus::new("web"),
+            registry: RegistryAnswer::Digest(D1.into()),
+        };
+        let p = run(&d, &c);
+        assert!(matches!(&p.action, Action::Blocked { reason, message }
+            if reason == "NameConflict" && message.contains("\"host-b\"")));
         assert!(p.steps.is_empty());
     }
 

@@ -755,6 +755,7 @@ mod tests {
                 started_at: None,
                 image_id: "img".into(),
                 ip_address: None,
+                engine_host: None,
             },
         );
         let sim = Arc::new(Mutex::new(sim));

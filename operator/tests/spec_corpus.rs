@@ -236,7 +236,7 @@ fn directories_and_unreadable_paths() {
         errors,
         [
             format!(
-                "{}:3:18: metadata.name: name \"a\" is already used by the object at {}:1\n  fix: names must be unique across every file: rename one of them",
+                "{}:3:18: metadata.name: name \"a\" is already used by the object at {}:3:18\n  fix: names must be unique across every file: rename one of them",
                 c.display(),
                 first.display()
             ),

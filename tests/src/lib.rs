@@ -579,6 +579,21 @@ impl TestEnv {
         self.dir.path()
     }
 
+    /// A bare repository `<dir>/repo.git` and a clone `<dir>/work` on branch `main`; returns the
+    /// repository's `file://` URL and the clone (push with [`commit`]).
+    #[track_caller]
+    pub fn git_repo(&self) -> (String, PathBuf) {
+        git(
+            self.dir(),
+            &["init", "-q", "--bare", "-b", "main", "repo.git"],
+        );
+        git(self.dir(), &["clone", "-q", "repo.git", "work"]);
+        let work = self.dir().join("work");
+        git(&work, &["checkout", "-q", "-b", "main"]);
+        let url = format!("file://{}", self.dir().join("repo.git").display());
+        (url, work)
+    }
+
     /// The test's dockop state dir.
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join("state")
@@ -908,19 +923,28 @@ pub fn engine_up() -> bool {
     docker(["info", "--format", "{{.ID}}"]).status.success()
 }
 
+/// Pid file dockerd writes by default (the main engine's; a second engine in a test has its own).
+pub const MAIN_DOCKERD_PID_FILE: &str = "/var/run/docker.pid";
+/// Pid file `tests/testbed/up` writes when it starts dockerd itself.
+pub const TESTBED_DOCKERD_PID_FILE: &str = "/var/lib/dockop-testbed/dockerd.pid";
+
+/// The pid of the main engine's dockerd, from its pid file: never `pidof dockerd`, which may name a second
+/// engine a test started (with its own `--pidfile`).
+pub fn main_dockerd_pid() -> Option<u32> {
+    [MAIN_DOCKERD_PID_FILE, TESTBED_DOCKERD_PID_FILE]
+        .into_iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok()?.trim().parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).trim() == "dockerd")
+        })
+}
+
 /// Stops the shared dockerd (SIGTERM, as a service manager would) and starts it again the way the test bed
 /// does, waiting until it answers. Only for tests that run alone (`#[ignore]`, `--run-ignored only`).
 #[track_caller]
 pub fn restart_dockerd() {
-    let out = Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .expect("pidof");
-    let pid: u32 = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("dockerd runs (tests/testbed/up starts it)");
+    let pid = main_dockerd_pid().expect("dockerd runs (tests/testbed/up starts it)");
     let _ = Command::new("kill").arg(pid.to_string()).status();
     assert!(
         wait_until(Duration::from_secs(60), || !Path::new(&format!(
@@ -932,7 +956,9 @@ pub fn restart_dockerd() {
     let started = Command::new("sh")
         .args([
             "-c",
-            "mkdir -p /var/log/dockop-testbed && setsid dockerd >>/var/log/dockop-testbed/dockerd.log 2>&1 </dev/null &",
+            &format!(
+                "mkdir -p /var/log/dockop-testbed && setsid dockerd >>/var/log/dockop-testbed/dockerd.log 2>&1 </dev/null & echo $! >{TESTBED_DOCKERD_PID_FILE}"
+            ),
         ])
         .status()
         .expect("start dockerd");
@@ -1072,4 +1098,209 @@ mod tests {
         assert!(a.name("web").len() <= 63);
         assert!(a.state_dir().is_dir());
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// A second engine
+
+/// Runs `sh -c SCRIPT` in `dir`, panicking with its output on failure.
+#[track_caller]
+fn sh_in(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .current_dir(dir)
+        .args(["-c", script])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A second `dockerd` on this machine for fleet tests: its own data root, exec root, pid file, unix
+/// socket, bridge (`--iptables=false --ip-masq=false`, so the shared engine's rules are left alone) and a
+/// TLS TCP listener on 127.0.0.1 with a CA, server and client certificates made with `openssl`. Killed by
+/// its pid file, its bridge and directories removed on drop.
+#[derive(Debug)]
+pub struct SecondEngine {
+    dir: tempfile::TempDir,
+    bridge: String,
+    port: u16,
+    pid: u32,
+}
+
+impl SecondEngine {
+    /// Makes the certificates and the bridge `10.<a>.<b>.1/24`, starts the daemon and waits until it
+    /// answers on its unix socket.
+    #[track_caller]
+    pub fn start(tag: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dkf")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let suffix: String = tag
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .rev()
+            .take(8)
+            .collect();
+        let bridge = format!("dkf{suffix}");
+        let port = free_port();
+        let (a, b) = (200 + (port % 50) as u8, (port / 50 % 250) as u8);
+        let d = dir.path();
+        sh_in(
+            d,
+            "set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=dockop-e2e-ca -keyout ca-key.pem -out ca.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem -out server.csr 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' >server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 -extfile server.ext -out server-cert.pem 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout key.pem -out client.csr 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\\n' >client.ext
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 -extfile client.ext -out cert.pem 2>/dev/null
+echo '{}' >daemon.json
+mkdir -p data exec",
+        );
+        let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+        sh_in(
+            d,
+            &format!(
+                "set -e; ip link add {bridge} type bridge; ip addr add 10.{a}.{b}.1/24 dev {bridge}; ip link set {bridge} up"
+            ),
+        );
+        let p = d.display();
+        sh_in(
+            d,
+            &format!(
+                "setsid dockerd --config-file {p}/daemon.json --data-root {p}/data --exec-root {p}/exec --pidfile {p}/dockerd.pid -H unix://{p}/docker.sock -H tcp://127.0.0.1:{port} --tlsverify --tlscacert {p}/ca.pem --tlscert {p}/server-cert.pem --tlskey {p}/server-key.pem --bridge {bridge} --iptables=false --ip-masq=false >{p}/dockerd.log 2>&1 </dev/null &"
+            ),
+        );
+        let mut engine = Self {
+            dir,
+            bridge,
+            port,
+            pid: 0,
+        };
+        let up = wait_until(Duration::from_secs(60), || {
+            engine
+                .docker(["info", "--format", "{{.ID}}"])
+                .status
+                .success()
+        });
+        engine.pid = std::fs::read_to_string(engine.dir.path().join("dockerd.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(
+            up,
+            "second dockerd did not come up:\n{}",
+            std::fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+        engine
+    }
+
+    /// `unix://<dir>/docker.sock`.
+    pub fn unix_host(&self) -> String {
+        format!("unix://{}/docker.sock", self.dir.path().display())
+    }
+
+    /// `tcp://127.0.0.1:<port>` (TLS).
+    pub fn tcp_host(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// The client certificate files: `(ca, cert, key)`.
+    pub fn client_certs(&self) -> (PathBuf, PathBuf, PathBuf) {
+        let d = self.dir.path();
+        (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"))
+    }
+
+    /// The daemon's pid (from its own pid file).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// `docker -H unix://<dir>/docker.sock ARGS...`.
+    pub fn docker<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Command::new("docker")
+            .arg("-H")
+            .arg(self.unix_host())
+            .args(args)
+            .env_remove("DOCKER_TLS_VERIFY")
+            .output()
+            .expect("docker")
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        let d = self.dir.path();
+        let ids = stdout_lines(self.docker(["ps", "-aq"]));
+        if !ids.is_empty() {
+            self.docker(
+                ["rm", "-f"]
+                    .into_iter()
+                    .chain(ids.iter().map(String::as_str)),
+            );
+        }
+        if self.pid != 0 {
+            let _ = Command::new("kill").arg(self.pid.to_string()).status();
+            let pid = self.pid;
+            if !wait_until(Duration::from_secs(20), || {
+                !Path::new(&format!("/proc/{pid}")).exists()
+            }) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
+        // Mounts left under the data root (overlay, shm) keep it busy: unmount before the temp dir goes.
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "grep -o ' {p}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                    p = d.display()
+                ),
+            ])
+            .status();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Git
+
+/// `git ARGS...` in `dir` with a fixed author; panics on failure; returns stdout trimmed.
+#[track_caller]
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args(["-c", "user.email=e2e@dockop", "-c", "user.name=e2e"])
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Writes `file` (relative to the clone `work`), commits everything with `message`, pushes `main` to
+/// `origin`; returns the commit.
+#[track_caller]
+pub fn commit(work: &Path, file: &str, contents: &str, message: &str) -> String {
+    let path = work.join(file);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, contents).expect("write");
+    git(work, &["add", "-A"]);
+    git(work, &["commit", "-qm", message]);
+    git(work, &["push", "-q", "origin", "main"]);
+    git(work, &["rev-parse", "HEAD"])
 }

@@ -5,7 +5,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dockop_e2e::images::*;
@@ -189,40 +188,12 @@ fn prune_removes_containers_and_status_but_not_volumes() {
     );
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(["-c", "user.email=e2e@dockop", "-c", "user.name=e2e"])
-        .args(args)
-        .output()
-        .expect("git");
-    assert!(out.status.success(), "git {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn commit(work: &Path, file: &str, contents: &str, message: &str) -> String {
-    let path = work.join(file);
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(&path, contents).expect("write");
-    git(work, &["add", "-A"]);
-    git(work, &["commit", "-qm", message]);
-    git(work, &["push", "-q", "origin", "main"]);
-    git(work, &["rev-parse", "HEAD"])
-}
-
 #[test]
 fn git_commits_apply_with_their_sha_and_bad_commits_are_rejected() {
     let env = TestEnv::new("ctl-git");
     let name = env.name("web");
     let port = env.free_port();
-    let bare = env.dir().join("repo.git");
-    git(
-        env.dir(),
-        &["init", "-q", "--bare", "-b", "main", "repo.git"],
-    );
-    git(env.dir(), &["clone", "-q", "repo.git", "work"]);
-    let work = env.dir().join("work");
-    git(&work, &["checkout", "-q", "-b", "main"]);
+    let (url, work) = env.git_repo();
     std::fs::write(work.join("README.md"), "not a spec\n").expect("write");
     let c1 = commit(
         &work,
@@ -230,7 +201,6 @@ fn git_commits_apply_with_their_sha_and_bad_commits_are_rejected() {
         &env.web_spec(&name, WEB_V1, port),
         "v1",
     );
-    let url = format!("file://{}", bare.display());
     let d = run(
         &env,
         &[

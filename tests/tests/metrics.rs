@@ -400,24 +400,38 @@ fn a_real_prometheus_scrapes_dockop() {
     );
 }
 
-#[test]
-fn promtool_accepts_the_alert_rules() {
+/// `promtool check WHAT FILE`, asserting success.
+#[track_caller]
+fn promtool_check(what: &str, file: &Path) {
     let promtool = which("promtool").unwrap_or_else(|| {
         panic!("`promtool` is missing; fix: apt-get install -y prometheus (it ships promtool)")
     });
-    let rules = workspace_root().join("deploy/prometheus/rules.yaml");
     let out = Command::new(promtool)
-        .args(["check", "rules"])
-        .arg(&rules)
+        .args(["check", what])
+        .arg(file)
         .output()
         .expect("run promtool");
     assert!(
         out.status.success(),
-        "promtool check rules {}:\n{}{}",
-        rules.display(),
+        "promtool check {what} {}:\n{}{}",
+        file.display(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn promtool_accepts_the_fleet_scrape_config() {
+    promtool_check(
+        "config",
+        &workspace_root().join("deploy/prometheus/scrape-fleet.yaml"),
+    );
+}
+
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let rules = workspace_root().join("deploy/prometheus/rules.yaml");
+    promtool_check("rules", &rules);
     // Every alert links to a section of docs/operations.md.
     let text = std::fs::read_to_string(&rules).expect("rules");
     let alerts = text.matches("- alert:").count();

@@ -91,7 +91,6 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         Ok(e) => e,
         Err(c) => return c,
     };
-    let engine: Arc<dyn crate::engine::Engine> = engine;
     let (shared, triggers) = Shared::new(store.clone(), engine.clone());
     shared.engine_reachable.store(true, Ordering::Relaxed);
     let http = match serve(
@@ -119,7 +118,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
             let src = GitSource::new(GitConfig {
                 url: url.clone(),
                 branch: args.branch.clone(),
-                path: args.path.clone(),
+                paths: args.paths.clone(),
                 dir: store.dir().join("git"),
                 poll: Duration::from_secs(args.git_poll_seconds.max(1)),
             });

@@ -25,6 +25,7 @@ use secrecy::ExposeSecret;
 use tokio::io::AsyncWriteExt;
 use tracing::Instrument;
 
+use super::endpoint::Endpoint;
 use super::{
     ContainerInfo, CreateRequest, Credentials, Engine, EngineError, EngineEvent, EventStream,
     ExecOutput, HostSettings, LABEL_MANAGED, LABEL_NAME, LocalImage, NetworkEndpoint, Op,
@@ -47,37 +48,57 @@ const OUTPUT_CAP: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct DockerEngine {
     docker: Docker,
+    /// The engine's host when it is another machine.
+    remote_host: Option<String>,
 }
 
 impl DockerEngine {
-    /// Connects to `host` (`unix://...`, `tcp://...`, `http://...`), or to `DOCKER_HOST` / the local socket
-    /// when `None`, and negotiates the API version.
-    pub async fn connect(host: Option<&str>) -> Result<Self, EngineError> {
+    /// Connects to `endpoint` and negotiates the API version. Certificates are read on a blocking thread.
+    pub async fn connect(endpoint: &Endpoint) -> Result<Self, EngineError> {
         let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
             op: Op::Ping,
             message: e.to_string(),
         };
-        let docker = match host {
-            Some(h) if h.starts_with("unix://") => {
-                Docker::connect_with_socket(h, 120, bollard::API_DEFAULT_VERSION)
+        let docker = match endpoint {
+            Endpoint::LocalDefault => Docker::connect_with_local_defaults().map_err(unreachable)?,
+            Endpoint::Unix(path) => {
+                Docker::connect_with_socket(path, 120, bollard::API_DEFAULT_VERSION)
                     .map_err(unreachable)?
             }
-            Some(h) if h.starts_with("tcp://") || h.starts_with("http://") => {
-                Docker::connect_with_http(h, 120, bollard::API_DEFAULT_VERSION)
+            Endpoint::Plain { address, .. } => {
+                Docker::connect_with_http(address, 120, bollard::API_DEFAULT_VERSION)
                     .map_err(unreachable)?
             }
-            Some(h) => {
-                return Err(EngineError::Unreachable {
+            Endpoint::Tls { address, files, .. } => {
+                let (address, files) = (address.clone(), files.clone());
+                tokio::task::spawn_blocking(move || {
+                    Docker::connect_with_ssl(
+                        &address,
+                        &files.key,
+                        &files.cert,
+                        &files.ca,
+                        120,
+                        bollard::API_DEFAULT_VERSION,
+                    )
+                })
+                .await
+                .map_err(|e| EngineError::Unreachable {
                     op: Op::Ping,
-                    message: format!(
-                        "unsupported Docker host {h:?}: use unix:///path or tcp://host:port"
-                    ),
-                });
+                    message: format!("reading the TLS certificates: {e}"),
+                })?
+                .map_err(unreachable)?
             }
-            None => Docker::connect_with_local_defaults().map_err(unreachable)?,
         };
         let docker = timed(Op::Ping, QUICK, docker.negotiate_version()).await?;
-        Ok(Self { docker })
+        Ok(Self {
+            docker,
+            remote_host: endpoint.remote_host().map(str::to_owned),
+        })
+    }
+
+    fn located(&self, mut info: ContainerInfo) -> ContainerInfo {
+        info.engine_host.clone_from(&self.remote_host);
+        info
     }
 }
 
@@ -206,6 +227,7 @@ fn to_info(r: ContainerInspectResponse) -> ContainerInfo {
         started_at: state.started_at.filter(|s| !s.starts_with("0001-")),
         image_id: r.image.unwrap_or_default(),
         ip_address,
+        engine_host: None,
     }
 }
 
@@ -247,6 +269,7 @@ fn summary_to_info(s: ContainerSummary) -> Option<ContainerInfo> {
         started_at: None,
         image_id: s.image_id.unwrap_or_default(),
         ip_address,
+        engine_host: None,
     })
 }
 
@@ -345,7 +368,11 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let summaries = timed(Op::List, QUICK, self.docker.list_containers(Some(opts))).await?;
-        Ok(summaries.into_iter().filter_map(summary_to_info).collect())
+        Ok(summaries
+            .into_iter()
+            .filter_map(summary_to_info)
+            .map(|i| self.located(i))
+            .collect())
     }
 
     async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>, EngineError> {
@@ -356,7 +383,7 @@ impl Engine for DockerEngine {
         )
         .await
         {
-            Ok(r) => Ok(Some(to_info(r))),
+            Ok(r) => Ok(Some(self.located(to_info(r)))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
@@ -744,6 +771,7 @@ impl Engine for DockerEngine {
                             action,
                             id: actor.id.unwrap_or_default(),
                             object,
+                            instance: attrs.get(super::LABEL_INSTANCE).cloned(),
                         }))
                     }
                 }

@@ -255,6 +255,7 @@ impl Engine for FakeEngine {
             started_at: None,
             image_id: format!("img-{}", req.image),
             ip_address: None,
+            engine_host: None,
         };
         s.containers.insert(id.clone(), info);
         s.requests.insert(id.clone(), req.clone());

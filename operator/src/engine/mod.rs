@@ -3,7 +3,11 @@
 
 pub mod auth;
 pub mod docker;
+pub mod endpoint;
 pub mod fake;
+pub mod instance;
+
+pub use instance::LABEL_INSTANCE;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -79,6 +83,9 @@ pub struct ContainerInfo {
     pub image_id: String,
     /// IP address on the first network it is attached to (bridge), used for probing.
     pub ip_address: Option<String>,
+    /// The engine's host when it runs on another machine (`None`: this one): health probes then go to
+    /// the published port there, see [`crate::health::probe_address`].
+    pub engine_host: Option<String>,
 }
 
 impl ContainerInfo {
@@ -256,6 +263,8 @@ pub struct EngineEvent {
     pub id: String,
     /// The object named by the container's `dockop.dev/name` label.
     pub object: String,
+    /// The container's `dockop.dev/instance` label (`None` when it has none: made by an older dockop).
+    pub instance: Option<String>,
 }
 
 /// Registry credentials, never logged.

@@ -97,8 +97,8 @@ pub struct GitConfig {
     pub url: String,
     /// Branch to follow.
     pub branch: String,
-    /// Directory inside the repository (`.` for the root).
-    pub path: String,
+    /// Directories inside the repository (`.` for the root), read together as one desired state.
+    pub paths: Vec<String>,
     /// Where the mirror lives (`<state-dir>/git`).
     pub dir: PathBuf,
     /// Seconds between fetches.
@@ -190,10 +190,11 @@ impl GitSource {
 
     /// The `*.yaml`/`*.yml` blobs under the path at `commit`, with their sizes (`ls-tree -z -l`: names
     /// as raw bytes, never quoted).
-    async fn list(&self, commit: &str, path: Option<&str>) -> Result<Vec<Entry>, GitError> {
+    async fn list(&self, commit: &str, paths: &[String]) -> Result<Vec<Entry>, GitError> {
         let mut args = vec!["ls-tree", "-r", "-z", "-l", "--full-tree", commit];
-        if let Some(p) = path {
-            args.extend(["--", p]);
+        if !paths.is_empty() {
+            args.push("--");
+            args.extend(paths.iter().map(String::as_str));
         }
         let listing = self.git(&args, LOCAL_TIMEOUT).await?;
         Ok(parse_listing(&listing))
@@ -202,8 +203,8 @@ impl GitSource {
     /// Reads and validates the desired-state files of `commit`. A blob over the file size limit is not
     /// read: it is reported with the file source's error, and the revision is rejected.
     pub async fn read(&self, commit: &str) -> Result<Loaded, GitError> {
-        let path = normalize(&self.cfg.path);
-        let entries = self.list(commit, path.as_deref()).await?;
+        let paths = normalize_all(&self.cfg.paths);
+        let entries = self.list(commit, &paths).await?;
         let mut oversized = Vec::new();
         let mut blobs = Vec::new();
         for entry in entries {
@@ -222,12 +223,16 @@ impl GitSource {
             blobs.push((entry.path, blob));
         }
         if blobs.is_empty() && oversized.is_empty() {
-            let shown = path.as_deref().unwrap_or(".");
+            let shown = if paths.is_empty() {
+                ".".to_owned()
+            } else {
+                paths.join(", ")
+            };
             return Ok(Loaded {
                 objects: Vec::new(),
                 diagnostics: vec![
                     Diagnostic::file_error(
-                        Path::new(shown),
+                        Path::new(&shown),
                         1,
                         1,
                         format!(
@@ -467,13 +472,28 @@ fn load_staged(stage: &Path, blobs: &[(PathBuf, Vec<u8>)]) -> Result<Loaded, Git
             *p = rel.to_path_buf();
         }
     };
+    // Findings that point at another file (a name or a host port used twice) name it in the text too.
+    let staged_prefix = format!("{}/", stage.display());
     for d in &mut loaded.diagnostics {
         unstage(&mut d.file);
+        d.problem = d.problem.replace(&staged_prefix, "");
     }
     for o in &mut loaded.objects {
         unstage(&mut o.file);
     }
     Ok(loaded)
+}
+
+/// Every `--path` normalized; empty when one of them is the repository root (then everything is read).
+fn normalize_all(paths: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(paths.len());
+    for p in paths {
+        match normalize(p) {
+            Some(n) => out.push(n),
+            None => return Vec::new(),
+        }
+    }
+    out
 }
 
 /// `P` without `./` and trailing `/`; `None` for the repository root.
@@ -568,7 +588,7 @@ mod tests {
         let mut src = GitSource::new(GitConfig {
             url: work.display().to_string(),
             branch: "main".into(),
-            path: "deploy".into(),
+            paths: vec!["deploy".into()],
             dir: tmp.path().join("state/git"),
             poll: Duration::from_secs(60),
         });
@@ -605,10 +625,14 @@ mod tests {
     }
 
     fn source(url: &Path, dir: &Path, path: &str) -> GitSource {
+        sources(url, dir, &[path])
+    }
+
+    fn sources(url: &Path, dir: &Path, paths: &[&str]) -> GitSource {
         GitSource::new(GitConfig {
             url: url.display().to_string(),
             branch: "main".into(),
-            path: path.into(),
+            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
             dir: dir.join("state/git"),
             poll: Duration::from_secs(60),
         })
@@ -676,6 +700,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn several_paths_are_one_desired_state_and_a_name_twice_names_both_places() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let shared = obj("shared", "127.0.0.1:5000/web:v1");
+        let a = obj("a", "127.0.0.1:5000/web:v1");
+        let b = obj("b", "127.0.0.1:5000/web:v1");
+        let bare = bare_repo(
+            tmp.path(),
+            &[
+                ("common/shared.yaml", shared.as_bytes()),
+                ("hosts/a/a.yaml", a.as_bytes()),
+                ("hosts/b/b.yaml", b.as_bytes()),
+                ("hosts/b/shared.yaml", shared.as_bytes()),
+            ],
+        );
+        let src = sources(&bare, tmp.path(), &["common/", "./hosts/a"]);
+        let commit = src.fetch().await.expect("fetch");
+        let loaded = src.read(&commit).await.expect("read");
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+        let mut names: Vec<&str> = loaded
+            .objects
+            .iter()
+            .map(|o| o.object.metadata.name.as_str())
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["a", "shared"]);
+
+        let src = sources(&bare, &tmp.path().join("b"), &["common", "hosts/b"]);
+        let commit = src.fetch().await.expect("fetch");
+        let loaded = src.read(&commit).await.expect("read");
+        let errors: Vec<String> = loaded.errors().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(
+                "hosts/b/shared.yaml:4:9: metadata.name: name \"shared\" is already used by the object at common/shared.yaml:4:9"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn oversized_blob_is_refused_unread() {
         let tmp = tempfile::tempdir().expect("tmp");
         let mut big = obj("big", "127.0.0.1:5000/web:v1").into_bytes();
@@ -731,7 +795,7 @@ mod tests {
         let mut src = GitSource::new(GitConfig {
             url: format!("http://user:{token}@127.0.0.1:{port}/repo.git"),
             branch: "main".into(),
-            path: ".".into(),
+            paths: vec![".".into()],
             dir: tmp.path().join("git"),
             poll: Duration::from_secs(60),
         });
@@ -767,7 +831,7 @@ mod tests {
         let mut src = GitSource::new(GitConfig {
             url: tmp.path().join("nope").display().to_string(),
             branch: "main".into(),
-            path: ".".into(),
+            paths: vec![".".into()],
             dir: tmp.path().join("git"),
             poll: Duration::from_secs(60),
         });

@@ -1855,11 +1855,13 @@ fn check_across(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
             match names.get(name).and_then(|first| docs.get(*first)) {
                 Some(first) => findings.push(Finding::error(
                     vec![k("metadata"), k("name")],
-                    format!(
-                        "name \"{name}\" is already used by the object at {}:{}",
-                        first.file.display(),
-                        first.root.line
-                    ),
+                    {
+                        let (line, col) = first.root.position(&[k("metadata"), k("name")]);
+                        format!(
+                            "name \"{name}\" is already used by the object at {}:{line}:{col}",
+                            first.file.display(),
+                        )
+                    },
                     Some("names must be unique across every file: rename one of them".to_owned()),
                 )),
                 None => {

@@ -86,7 +86,7 @@ impl Load {
     }
 
     /// Stops wrk (SIGINT: it prints its figures) and parses them.
-    fn finish(mut self) -> Counted {
+    fn finish(self) -> Counted {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use crate::cli::{Command, GlobalArgs, OutputFormat};
+use crate::cli::{Command, GlobalArgs, OutputFormat, ReportFormat, SourceArgs};
 use crate::engine::docker::DockerEngine;
 use crate::execute::{Outcome, Reporter};
 use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
-use crate::spec::load::{Loaded, load_paths};
+use crate::spec::commands::load_paths_or_stdin;
+use crate::spec::load::Loaded;
 use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir};
 
 /// Exit code of `plan` when changes are pending.
@@ -20,8 +21,9 @@ const EXIT_CHANGES: u8 = 2;
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     match command {
-        Command::Plan(src) => plan_or_apply(&global, &src.files, true).await,
-        Command::Apply(src) => plan_or_apply(&global, &src.files, false).await,
+        Command::Plan(args) => plan_or_apply(&global, &args.source, Some(args.output)).await,
+        Command::Apply(src) => plan_or_apply(&global, &src, None).await,
+        Command::Version => version(&global).await,
         Command::Status { name, output } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
@@ -39,6 +41,8 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Validate { .. }
         | Command::Schema { .. }
         | Command::HashPassword
+        | Command::Completion { .. }
+        | Command::Man { .. }
         | Command::Export(_) => ExitCode::FAILURE,
     }
 }
@@ -83,9 +87,10 @@ pub async fn connect(global: &GlobalArgs) -> Result<Arc<DockerEngine>, ExitCode>
     })
 }
 
-/// Loads and validates desired state; prints diagnostics; `None` when invalid (nothing is touched then).
+/// Loads and validates desired state (`-` reads stdin); prints diagnostics; `None` when invalid (nothing
+/// is touched then).
 pub fn load_valid(files: &[PathBuf]) -> Option<Loaded> {
-    let loaded = load_paths(files);
+    let loaded = load_paths_or_stdin(files);
     for d in &loaded.diagnostics {
         eprintln!("{d}");
     }
@@ -176,8 +181,15 @@ fn describe_outcome(r: &Report) -> String {
     }
 }
 
-async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) -> ExitCode {
-    let Some(loaded) = load_valid(files) else {
+/// `plan` (with its output format) or `apply` (`plan_output` is `None`).
+async fn plan_or_apply(
+    global: &GlobalArgs,
+    source: &SourceArgs,
+    plan_output: Option<ReportFormat>,
+) -> ExitCode {
+    let dry_run = plan_output.is_some();
+    let quiet = source.quiet;
+    let Some(loaded) = load_valid(&source.files) else {
         return ExitCode::FAILURE;
     };
     let (store, _lock) = if dry_run {
@@ -232,21 +244,40 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
     };
     let mut ok = true;
     let mut changes = false;
+    let mut json = Vec::new();
     for (o, r) in objects.iter().zip(results) {
         match r {
             Err(e) => {
                 ok = false;
-                println!("{}: error: {e}", o.metadata.name);
+                if plan_output == Some(ReportFormat::Json) {
+                    json.push(serde_json::json!({"name": o.metadata.name, "error": e.to_string()}));
+                } else {
+                    eprintln!("{}: error: {e}", o.metadata.name);
+                }
             }
             Ok(report) if dry_run => {
                 changes |= report.plan.changes();
-                print_plan(&report);
+                let fields = store
+                    .load_last_applied(&o.metadata.name)
+                    .map(|old| crate::spec::diff::diff(&old, o))
+                    .unwrap_or_default();
+                match plan_output {
+                    _ if quiet => {}
+                    Some(ReportFormat::Json) => json.push(plan_json(&report, o, &fields)),
+                    _ => print_plan(&report, o, &fields),
+                }
             }
             Ok(report) => {
                 ok &= report.converged();
-                println!("{}: {}", report.name, describe_outcome(&report));
+                if !quiet {
+                    println!("{}: {}", report.name, describe_outcome(&report));
+                }
             }
         }
+    }
+    if plan_output == Some(ReportFormat::Json) && !quiet {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "objects": json }));
+        println!("{}", text.unwrap_or_default());
     }
     match (dry_run, ok, changes) {
         (_, false, _) => ExitCode::FAILURE,
@@ -255,7 +286,46 @@ async fn plan_or_apply(global: &GlobalArgs, files: &[PathBuf], dry_run: bool) ->
     }
 }
 
-fn print_plan(r: &Report) {
+/// The steps worth printing for `o`: "ensure named volumes" without named volumes and "apply users"
+/// without users do nothing for it.
+fn shown_steps<'a>(
+    p: &'a crate::plan::Plan,
+    o: &'a Container,
+) -> impl Iterator<Item = &'a crate::plan::Step> {
+    use crate::plan::Step;
+    let has_volumes = serde_json::to_value(&o.spec.volumes)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .is_some_and(|v| {
+            v.iter()
+                .any(|m| m.get("name").is_some_and(|n| !n.is_null()))
+        });
+    let has_users = !o.spec.users.is_empty();
+    p.steps.iter().filter(move |s| match s {
+        Step::EnsureVolumes => has_volumes,
+        Step::ApplyUsers => has_users,
+        _ => true,
+    })
+}
+
+/// One object of `dockop plan -o json`: the plan (action, digests, drift, notes, steps), whether it
+/// changes anything, and the field changes against the last applied spec.
+fn plan_json(
+    r: &Report,
+    o: &Container,
+    fields: &[crate::spec::diff::FieldChange],
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(&r.plan).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        let steps: Vec<String> = shown_steps(&r.plan, o).map(ToString::to_string).collect();
+        m.insert("steps".into(), serde_json::json!(steps));
+        m.insert("changes".into(), serde_json::json!(r.plan.changes()));
+        m.insert("fieldChanges".into(), serde_json::json!(fields));
+    }
+    v
+}
+
+fn print_plan(r: &Report, o: &Container, fields: &[crate::spec::diff::FieldChange]) {
     let p = &r.plan;
     let head = match &p.action {
         Action::Nothing => "no changes".to_owned(),
@@ -282,11 +352,16 @@ fn print_plan(r: &Report) {
     } else if let Some(t) = &p.target_digest {
         println!("  + digest: {}", short(t));
     }
+    if p.changes() {
+        for f in fields {
+            println!("  {f}");
+        }
+    }
     for n in &p.notes {
         println!("  # {n}");
     }
     if p.changes() {
-        for (i, s) in p.steps.iter().enumerate() {
+        for (i, s) in shown_steps(p, o).enumerate() {
             println!("  {}. {s}", i + 1);
         }
     }
@@ -321,16 +396,28 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
         );
         return ExitCode::FAILURE;
     }
+    let value = if name.is_some() {
+        serde_json::to_value(&all[0])
+    } else {
+        serde_json::to_value(&all)
+    }
+    .unwrap_or_default();
     match output {
         OutputFormat::Json => {
-            let v = if name.is_some() {
-                serde_json::to_string_pretty(&all[0])
-            } else {
-                serde_json::to_string_pretty(&all)
-            };
-            println!("{}", v.unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
         }
-        OutputFormat::Text => print_status_table(&all),
+        OutputFormat::Yaml => match serde_saphyr::to_string(&value) {
+            Ok(y) => print!("{y}"),
+            Err(e) => {
+                eprintln!("error: cannot write YAML: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        OutputFormat::Text => print_status_table(&all, false),
+        OutputFormat::Wide => print_status_table(&all, true),
     }
     if unreadable {
         ExitCode::FAILURE
@@ -339,9 +426,14 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
     }
 }
 
-fn print_status_table(all: &[ObjectStatus]) {
+fn print_status_table(all: &[ObjectStatus], wide: bool) {
+    let extra_head = if wide {
+        format!("{:<40} {:<20} {:<10} ", "IMAGE", "PREVIOUS", "STATE")
+    } else {
+        String::new()
+    };
     println!(
-        "{:<24} {:<6} {:<28} {:<20} {:<12} LAST CHANGE",
+        "{:<24} {:<6} {:<28} {:<20} {:<12} {extra_head}LAST CHANGE",
         "NAME", "READY", "CONDITION", "DIGEST", "VERSION"
     );
     for s in all {
@@ -368,8 +460,20 @@ fn print_status_table(all: &[ObjectStatus]) {
                 )
             })
             .unwrap_or_default();
+        let extra = if wide {
+            format!(
+                "{:<40} {:<20} {:<10} ",
+                s.image,
+                s.previous_digest
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), short),
+                s.container_state.as_deref().unwrap_or("-")
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<24} {:<6} {:<28} {:<20} {:<12} {}",
+            "{:<24} {:<6} {:<28} {:<20} {:<12} {extra}{}",
             s.name,
             ready,
             cond,
@@ -379,6 +483,9 @@ fn print_status_table(all: &[ObjectStatus]) {
         );
         if let Some(c) = s.condition(ConditionType::Degraded).filter(|c| c.status) {
             println!("  {}: {}", c.reason, c.message);
+        }
+        if wide && let Some(e) = &s.last_error {
+            println!("  last error: {e}");
         }
     }
 }
@@ -419,6 +526,18 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         }
     };
     let mut status = store.load(name);
+    if let Some(c) = status
+        .last_change
+        .as_ref()
+        .filter(|c| c.action == "update" && c.result == "succeeded" && c.from_digest == c.to_digest)
+    {
+        eprintln!(
+            "error: the last change to {name} ({}) was to its spec, not its image digest ({}): `dockop rollback` goes back to a previous digest only\n  fix: revert the spec change in the file (or revert the git commit) and `dockop apply -f FILE`; under `dockop run` the reverted file or commit is applied on its own",
+            c.at.format("%Y-%m-%d %H:%M:%S"),
+            c.to_digest.as_deref().map_or_else(|| "-".to_owned(), short),
+        );
+        return ExitCode::FAILURE;
+    }
     let Some(previous) = status.previous_digest.clone() else {
         eprintln!(
             "error: {name} has no previous digest to go back to (no successful update recorded yet)"
@@ -518,5 +637,26 @@ fn retry(global: &GlobalArgs, name: &str, digest: Option<&str>) -> ExitCode {
     println!(
         "{name}: forgot {cleared} failed digest(s); the next reconcile tries again (`dockop apply -f FILE`, or under `dockop run` its next resync or POST /reconcile/{name})"
     );
+    ExitCode::SUCCESS
+}
+
+/// `dockop version`: dockop's version and git commit, then the engine's version and API. An unreachable
+/// engine is reported on the `engine:` line and is not a failure.
+async fn version(global: &GlobalArgs) -> ExitCode {
+    println!(
+        "dockop {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("DOCKOP_GIT_COMMIT")
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let engine = DockerEngine::connect(global.docker_host.as_deref()).await?;
+        engine.version().await
+    })
+    .await;
+    match answer {
+        Ok(Ok((version, api))) => println!("engine: Docker {version} (API {api})"),
+        Ok(Err(e)) => println!("engine: unreachable ({e})"),
+        Err(_) => println!("engine: unreachable (no answer within 5 s)"),
+    }
     ExitCode::SUCCESS
 }

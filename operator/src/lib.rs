@@ -17,6 +17,7 @@ pub mod observe;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;
+pub mod sdnotify;
 pub mod source;
 pub mod spec;
 pub mod status;

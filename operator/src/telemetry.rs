@@ -14,8 +14,10 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
     let directives = filter_directives(verbose, rust_log.as_deref());
     let filter = EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| EnvFilter::new(filter_directives(verbose, None)));
+    // Colours only when stderr is a terminal (never in a journal, a file or a pipe).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),

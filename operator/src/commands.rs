@@ -252,7 +252,7 @@ async fn plan_or_apply(
                 if plan_output == Some(ReportFormat::Json) {
                     json.push(serde_json::json!({"name": o.metadata.name, "error": e.to_string()}));
                 } else {
-                    eprintln!("{}: error: {e}", o.metadata.name);
+                    println!("{}: error: {e}", o.metadata.name);
                 }
             }
             Ok(report) if dry_run => {
@@ -396,26 +396,30 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
         );
         return ExitCode::FAILURE;
     }
-    let value = if name.is_some() {
-        serde_json::to_value(&all[0])
-    } else {
-        serde_json::to_value(&all)
-    }
-    .unwrap_or_default();
     match output {
+        // Serialized from the structs (field order as declared): byte for byte what `/status` serves.
         OutputFormat::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            );
+            let v = if name.is_some() {
+                serde_json::to_string_pretty(&all[0])
+            } else {
+                serde_json::to_string_pretty(&all)
+            };
+            println!("{}", v.unwrap_or_default());
         }
-        OutputFormat::Yaml => match serde_saphyr::to_string(&value) {
-            Ok(y) => print!("{y}"),
-            Err(e) => {
-                eprintln!("error: cannot write YAML: {e}");
-                return ExitCode::FAILURE;
+        OutputFormat::Yaml => {
+            let yaml = if name.is_some() {
+                serde_saphyr::to_string(&all[0])
+            } else {
+                serde_saphyr::to_string(&all)
+            };
+            match yaml {
+                Ok(y) => print!("{y}"),
+                Err(e) => {
+                    eprintln!("error: cannot write YAML: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         OutputFormat::Text => print_status_table(&all, false),
         OutputFormat::Wide => print_status_table(&all, true),
     }

@@ -27,6 +27,12 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Status { name, output } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
+        Command::Run(args) if args.files.iter().any(|f| f.as_os_str() == "-") => {
+            eprintln!(
+                "error: `dockop run` watches its files and cannot follow stdin (-f -)\n  fix: write the objects to a file or directory and pass that; `plan`, `apply` and `validate` read stdin"
+            );
+            ExitCode::from(crate::cli::EXIT_USAGE)
+        }
         Command::Run(args) => crate::controller::run(global, args).await,
         Command::Proxy { metrics_listen } => {
             let dir = global.state_dir.clone().unwrap_or_else(default_state_dir);
@@ -257,14 +263,16 @@ async fn plan_or_apply(
             }
             Ok(report) if dry_run => {
                 changes |= report.plan.changes();
+                // `None` when no apply recorded a spec for the object yet.
                 let fields = store
                     .load_last_applied(&o.metadata.name)
-                    .map(|old| crate::spec::diff::diff(&old, o))
-                    .unwrap_or_default();
+                    .map(|old| crate::spec::diff::diff(&old, o));
                 match plan_output {
                     _ if quiet => {}
-                    Some(ReportFormat::Json) => json.push(plan_json(&report, o, &fields)),
-                    _ => print_plan(&report, o, &fields),
+                    Some(ReportFormat::Json) => {
+                        json.push(plan_json(&report, o, fields.as_deref().unwrap_or_default()));
+                    }
+                    _ => print_plan(&report, o, fields.as_deref()),
                 }
             }
             Ok(report) => {
@@ -325,7 +333,9 @@ fn plan_json(
     v
 }
 
-fn print_plan(r: &Report, o: &Container, fields: &[crate::spec::diff::FieldChange]) {
+/// Prints the plan of one object; `fields` are the changes against the last applied spec (`None`: none
+/// recorded).
+fn print_plan(r: &Report, o: &Container, fields: Option<&[crate::spec::diff::FieldChange]>) {
     let p = &r.plan;
     let head = match &p.action {
         Action::Nothing => "no changes".to_owned(),
@@ -352,9 +362,28 @@ fn print_plan(r: &Report, o: &Container, fields: &[crate::spec::diff::FieldChang
     } else if let Some(t) = &p.target_digest {
         println!("  + digest: {}", short(t));
     }
-    if p.changes() {
+    if p.changes()
+        && let Some(fields) = fields
+    {
         for f in fields {
             println!("  {f}");
+        }
+        if fields.is_empty() && p.drift.contains(&crate::plan::DriftKind::Spec) {
+            // The spec hash covers the content of env files, which the last applied spec does not hold.
+            let files: Vec<&str> = o
+                .spec
+                .env
+                .iter()
+                .filter_map(|e| e.value_from.as_ref().map(|f| f.file.as_str()))
+                .collect();
+            if files.is_empty() {
+                println!("  ~ no field changed: this dockop shapes the container differently");
+            } else {
+                println!(
+                    "  ~ no field changed: a file named by valueFrom.file (changed): {}",
+                    files.join(", ")
+                );
+            }
         }
     }
     for n in &p.notes {

@@ -350,6 +350,7 @@ fn usage_errors_exit_64_never_2() {
         vec!["status", "-o", "xml"],
         vec!["frobnicate"],
         vec!["validate"],
+        vec!["run", "-f", "-"],
     ] {
         let out = env.dockop().run(&args);
         assert_eq!(out.code, Some(64), "{args:?}: {out}");
@@ -483,6 +484,32 @@ fn plan_json_quiet_and_field_changes() {
             && out.stderr.contains("revert"),
         "{out}"
     );
+
+    // A file named by valueFrom changes: plan says so, never with the content.
+    let secret = env.write("api-key", "first-secret-value");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let v3 = v2.replace(
+        "  env:\n",
+        &format!(
+            "  env:\n    - {{name: API_KEY, valueFrom: {{file: {}}}}}\n",
+            secret.display()
+        ),
+    );
+    let file = env.write("web.yaml", &v3);
+    let out = env.dockop().run(["plan", "-f", file.to_str().unwrap()]);
+    out.assert_code(2);
+    assert!(
+        out.stdout.contains("+ spec.env[API_KEY]: ") && out.stdout.contains("api-key"),
+        "{out}"
+    );
+    env.dockop()
+        .run(["apply", "-q", "-f", file.to_str().unwrap()])
+        .assert_success();
+    std::fs::write(&secret, "second-secret-value").unwrap();
+    let out = env.dockop().run(["plan", "-f", file.to_str().unwrap()]);
+    out.assert_code(2);
+    assert!(out.stdout.contains("valueFrom.file (changed)"), "{out}");
+    assert!(!format!("{out}").contains("secret-value"), "{out}");
 
     for fmt in ["json", "yaml", "wide", "text"] {
         let out = env.dockop().run(["status", &name, "-o", fmt]);

@@ -12,7 +12,13 @@ mod export;
 /// dockop: run containers on a plain Docker host the way Kubernetes runs them — declared, reconciled,
 /// health-gated, rolled back.
 #[derive(Debug, Parser)]
-#[command(name = "dockop", version, about, long_about = None)]
+#[command(
+    name = "dockop",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 success (plan: nothing to do), 1 failure, 2 plan: changes pending, 64 usage error."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -94,7 +100,8 @@ pub enum Command {
         #[arg(long)]
         crd: bool,
     },
-    /// Dry run: what a reconcile would do, per object; exit 0 nothing to do, 2 changes pending, 1 error.
+    /// Dry run: what a reconcile would do, per object, field by field; exit 0 nothing to do, 2 changes
+    /// pending, 1 error (64: a usage error, as for every command).
     Plan(PlanArgs),
     /// One reconcile pass until every object is converged, failed or rolled back; exit 0 converged, 1
     /// otherwise.

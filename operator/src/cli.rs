@@ -12,7 +12,13 @@ mod export;
 /// dockop: run containers on a plain Docker host the way Kubernetes runs them — declared, reconciled,
 /// health-gated, rolled back.
 #[derive(Debug, Parser)]
-#[command(name = "dockop", version, about, long_about = None)]
+#[command(
+    name = "dockop",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 success (plan: nothing to do), 1 failure, 2 plan: changes pending, 64 usage error."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -68,16 +74,39 @@ pub enum OutputFormat {
     Text,
     /// JSON, as served on `/status`.
     Json,
+    /// The JSON document as YAML.
+    Yaml,
+    /// The table with more columns (image, tag digest, previous digest, last error).
+    Wide,
 }
+
+/// Output format for `plan` and `validate`: for people, or for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+/// Exit code of a command-line usage error (unknown flag, missing argument), as sysexits.h's
+/// EX_USAGE: never 1 (failure) nor 2 (`plan`: changes pending).
+pub const EXIT_USAGE: u8 = 64;
 
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check files against the schema and the semantic rules; exit 0 valid, 1 invalid.
     Validate {
-        /// Files or directories (*.yaml, *.yml).
+        /// Files or directories (*.yaml, *.yml); `-` reads stdin.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Output format: `json` prints every finding (file, line, column, field, problem, fix) on stdout.
+        #[arg(short, long, value_enum, default_value_t = ReportFormat::Text)]
+        output: ReportFormat,
+        /// Print nothing; the exit code is the answer.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Print the JSON Schema of the Container resource, or a Kubernetes CRD with --crd.
     Schema {
@@ -85,8 +114,9 @@ pub enum Command {
         #[arg(long)]
         crd: bool,
     },
-    /// Dry run: what a reconcile would do, per object; exit 0 nothing to do, 2 changes pending, 1 error.
-    Plan(SourceArgs),
+    /// Dry run: what a reconcile would do, per object, field by field; exit 0 nothing to do, 2 changes
+    /// pending, 1 error (64: a usage error, as for every command).
+    Plan(PlanArgs),
     /// One reconcile pass until every object is converged, failed or rolled back; exit 0 converged, 1
     /// otherwise.
     Apply(ApplyArgs),
@@ -147,6 +177,20 @@ pub enum Command {
     /// Convert objects into another system's manifests, printed on stdout (warnings on stderr).
     #[command(subcommand)]
     Export(ExportTarget),
+    /// Print a shell completion script (bash: /usr/share/bash-completion/completions/dockop, zsh:
+    /// a directory on $fpath as _dockop, fish: ~/.config/fish/completions/dockop.fish).
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print dockop's version and git commit, and the Docker engine's version and API (when reachable).
+    Version,
+    /// Write the man pages (dockop.1, dockop-COMMAND.1) into a directory (used by deploy/install).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write into (created when missing).
+        dir: PathBuf,
+    },
 }
 
 /// What `dockop export` converts to.
@@ -174,13 +218,16 @@ pub struct KubernetesArgs {
 /// Where desired state comes from, for one-shot commands.
 #[derive(Debug, Clone, Args)]
 pub struct SourceArgs {
-    /// Desired-state files or directories.
+    /// Desired-state files or directories; `-` reads stdin.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<PathBuf>,
     /// Also remove the containers (never the volumes or networks) of objects this state directory
     /// manages that are not in the files: dependents (`dependsOn`) first. `plan` lists them.
     #[arg(long)]
     pub prune: bool,
+    /// Print nothing (errors aside); the exit code is the answer.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 /// Where notifications go (`run` and `apply`); see docs/notifications.md.
@@ -205,6 +252,17 @@ pub struct ApplyArgs {
     /// Where notifications go.
     #[command(flatten)]
     pub notify: NotifyArgs,
+}
+
+/// Flags of `dockop plan`.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    /// Where desired state comes from.
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Output format: `json` prints one document with every object's plan and field changes.
+    #[arg(short, long, value_enum, default_value_t = ReportFormat::Text)]
+    pub output: ReportFormat,
 }
 
 /// Flags of `dockop run`.
@@ -254,10 +312,27 @@ pub struct RunArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are not errors; everything else is a usage error: EX_USAGE.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     crate::telemetry::init_logging(cli.global.log_format, cli.global.verbose);
     match cli.command {
-        Command::Validate { paths } => spec_cmd::validate(&paths),
+        Command::Validate {
+            paths,
+            output,
+            quiet,
+        } => spec_cmd::validate(&paths, output == ReportFormat::Json, quiet),
+        Command::Completion { shell } => completion(shell),
+        Command::Man { dir } => man_pages(&dir),
         Command::Schema { crd } => spec_cmd::schema(crd),
         Command::HashPassword => spec_cmd::hash_password(),
         Command::Export(ExportTarget::Kubernetes(args)) => export::kubernetes(&args),
@@ -329,6 +404,41 @@ fn convert_cmd(files: &[PathBuf], project: Option<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `clap` description of the command line (completions, man pages, the docs test).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn completion(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = command();
+    clap_complete::generate(shell, &mut cmd, "dockop", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+fn man_pages(dir: &std::path::Path) -> ExitCode {
+    match write_man_pages(dir) {
+        Ok(n) => {
+            eprintln!("wrote {n} man pages into {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write man pages into {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `dockop.1` and one `dockop-COMMAND.1` per visible subcommand (nested ones too) into `dir`;
+/// returns how many pages the directory holds afterwards.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    clap_mangen::generate_to(command(), dir)?;
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".1"))
+        .count())
 }
 
 fn tokio_runtime() -> std::io::Result<tokio::runtime::Runtime> {

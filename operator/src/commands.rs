@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use crate::cli::{Command, GlobalArgs, NotifyArgs, OutputFormat, SourceArgs};
+use crate::cli::{Command, GlobalArgs, NotifyArgs, OutputFormat, ReportFormat, SourceArgs};
 use crate::engine::Engine;
 use crate::engine::docker::DockerEngine;
 use crate::engine::endpoint::{Endpoint, TlsFlags};
@@ -16,7 +16,8 @@ use crate::notify::event::Observation;
 use crate::plan::{Action, short};
 use crate::reconcile::{Ctx, Options, Report, reconcile};
 use crate::spec::Container;
-use crate::spec::load::{Loaded, load_paths};
+use crate::spec::commands::load_paths_or_stdin;
+use crate::spec::load::Loaded;
 use crate::spec::order::{removal_order, start_layers};
 use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir};
 
@@ -26,16 +27,17 @@ const EXIT_CHANGES: u8 = 2;
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
     match command {
-        Command::Plan(src) => plan_or_apply(&global, &src, true, None).await,
+        Command::Plan(args) => plan_or_apply(&global, &args.source, Some(args.output), None).await,
         Command::Apply(args) => {
             let notifier = match start_notifier(&args.notify).await {
                 Ok(n) => n,
                 Err(c) => return c,
             };
-            let code = plan_or_apply(&global, &args.source, false, Some(&notifier)).await;
+            let code = plan_or_apply(&global, &args.source, None, Some(&notifier)).await;
             report_unsent(&notifier).await;
             code
         }
+        Command::Version => version(&global).await,
         Command::Status {
             name,
             output,
@@ -47,6 +49,12 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Status { name, output, .. } => status(&global, name.as_deref(), output),
         Command::Rollback { name, files } => rollback(&global, &name, &files).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
+        Command::Run(args) if args.files.iter().any(|f| f.as_os_str() == "-") => {
+            eprintln!(
+                "error: `dockop run` watches its files and cannot follow stdin (-f -)\n  fix: write the objects to a file or directory and pass that; `plan`, `apply` and `validate` read stdin"
+            );
+            ExitCode::from(crate::cli::EXIT_USAGE)
+        }
         Command::Run(args) => crate::controller::run(global, args).await,
         Command::Proxy { metrics_listen } => {
             let dir = global.state_dir.clone().unwrap_or_else(default_state_dir);
@@ -61,6 +69,8 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
         Command::Validate { .. }
         | Command::Schema { .. }
         | Command::HashPassword
+        | Command::Completion { .. }
+        | Command::Man { .. }
         | Command::Export(_)
         | Command::Convert { .. } => ExitCode::FAILURE,
     }
@@ -142,8 +152,11 @@ pub async fn instance(global: &GlobalArgs) -> Result<Instance, ExitCode> {
 
 /// Connects to the engine as this process's instance (see [`crate::engine::instance`]), printing a
 /// clear error.
-pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
-    let instance = instance(global).await?;
+/// The engine address from `--docker-host` / `DOCKER_HOST` and the TLS flags, as the Docker CLI reads
+/// them.
+fn engine_endpoint(
+    global: &GlobalArgs,
+) -> Result<Endpoint, crate::engine::endpoint::EndpointError> {
     let tls = TlsFlags {
         verify: global.tls_verify,
         cert_dir: std::env::var_os("DOCKER_CERT_PATH")
@@ -153,11 +166,15 @@ pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
         cert: global.tls_cert.clone(),
         key: global.tls_key.clone(),
     };
-    let endpoint = Endpoint::parse(global.docker_host.as_deref(), &tls, global.insecure_engine)
-        .map_err(|e| {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        })?;
+    Endpoint::parse(global.docker_host.as_deref(), &tls, global.insecure_engine)
+}
+
+pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
+    let instance = instance(global).await?;
+    let endpoint = engine_endpoint(global).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    })?;
     let docker = DockerEngine::connect(&endpoint).await.map_err(|e| {
         eprintln!(
             "error: {e}\n  fix: start the Docker engine, or point --docker-host / DOCKER_HOST at it (e.g. unix:///var/run/docker.sock)"
@@ -168,9 +185,10 @@ pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
     Ok(Arc::new(ScopedEngine::new(Arc::new(docker), instance)))
 }
 
-/// Loads and validates desired state; prints diagnostics; `None` when invalid (nothing is touched then).
+/// Loads and validates desired state (`-` reads stdin); prints diagnostics; `None` when invalid (nothing
+/// is touched then).
 pub fn load_valid(files: &[PathBuf]) -> Option<Loaded> {
-    check_loaded(load_paths(files)).ok()
+    check_loaded(load_paths_or_stdin(files)).ok()
 }
 
 /// Prints a load's diagnostics; the load back as `Err` when it is invalid.
@@ -265,15 +283,18 @@ fn describe_outcome(r: &Report) -> String {
     }
 }
 
+/// `plan` (with its output format) or `apply` (`plan_output` is `None`, notifications to `notifier`).
 async fn plan_or_apply(
     global: &GlobalArgs,
-    src: &SourceArgs,
-    dry_run: bool,
+    source: &SourceArgs,
+    plan_output: Option<ReportFormat>,
     notifier: Option<&Notifier>,
 ) -> ExitCode {
+    let dry_run = plan_output.is_some();
+    let quiet = source.quiet;
     // Validation reads files and may take a while on a large input: off the async runtime.
-    let owned = src.files.clone();
-    let loaded = match tokio::task::spawn_blocking(move || load_paths(&owned)).await {
+    let owned = source.files.clone();
+    let loaded = match tokio::task::spawn_blocking(move || load_paths_or_stdin(&owned)).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: reading the desired state: {e}");
@@ -387,20 +408,37 @@ async fn plan_or_apply(
     }
     let mut ok = true;
     let mut changes = false;
+    let mut json = Vec::new();
     for (o, r) in objects.iter().zip(results) {
         match r {
             None => {}
             Some(Err(e)) => {
                 ok = false;
-                println!("{}: {e}", o.metadata.name);
+                if plan_output == Some(ReportFormat::Json) {
+                    json.push(serde_json::json!({"name": o.metadata.name, "error": e}));
+                } else {
+                    println!("{}: {e}", o.metadata.name);
+                }
             }
             Some(Ok(report)) if dry_run => {
                 changes |= report.plan.changes();
-                print_plan(&report);
+                // `None` when no apply recorded a spec for the object yet.
+                let fields = store
+                    .load_last_applied(&o.metadata.name)
+                    .map(|old| crate::spec::diff::diff(&old, o));
+                match plan_output {
+                    _ if quiet => {}
+                    Some(ReportFormat::Json) => {
+                        json.push(plan_json(&report, o, fields.as_deref().unwrap_or_default()));
+                    }
+                    _ => print_plan(&report, o, fields.as_deref()),
+                }
             }
             Some(Ok(report)) => {
                 ok &= report.converged();
-                println!("{}: {}", report.name, describe_outcome(&report));
+                if !quiet {
+                    println!("{}: {}", report.name, describe_outcome(&report));
+                }
                 if let Some(n) = notifier {
                     n.observe(Observation::Reconciled {
                         report: &report,
@@ -410,10 +448,14 @@ async fn plan_or_apply(
             }
         }
     }
-    if src.prune {
+    if source.prune {
         let (pruned, prune_ok) = prune_missing(&ctx, &objects, dry_run).await;
         changes |= pruned;
         ok &= prune_ok;
+    }
+    if plan_output == Some(ReportFormat::Json) && !quiet {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "objects": json }));
+        println!("{}", text.unwrap_or_default());
     }
     match (dry_run, ok, changes) {
         (_, false, _) => ExitCode::FAILURE,
@@ -480,7 +522,48 @@ fn notify_invalid(notifier: &Notifier, loaded: &Loaded) {
     }
 }
 
-fn print_plan(r: &Report) {
+/// The steps worth printing for `o`: "ensure named volumes" without named volumes and "apply users"
+/// without users do nothing for it.
+fn shown_steps<'a>(
+    p: &'a crate::plan::Plan,
+    o: &'a Container,
+) -> impl Iterator<Item = &'a crate::plan::Step> {
+    use crate::plan::Step;
+    let has_volumes = serde_json::to_value(&o.spec.volumes)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .is_some_and(|v| {
+            v.iter()
+                .any(|m| m.get("name").is_some_and(|n| !n.is_null()))
+        });
+    let has_users = !o.spec.users.is_empty();
+    p.steps.iter().filter(move |s| match s {
+        Step::EnsureVolumes => has_volumes,
+        Step::ApplyUsers => has_users,
+        _ => true,
+    })
+}
+
+/// One object of `dockop plan -o json`: the plan (action, digests, drift, notes, steps), whether it
+/// changes anything, and the field changes against the last applied spec.
+fn plan_json(
+    r: &Report,
+    o: &Container,
+    fields: &[crate::spec::diff::FieldChange],
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(&r.plan).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        let steps: Vec<String> = shown_steps(&r.plan, o).map(ToString::to_string).collect();
+        m.insert("steps".into(), serde_json::json!(steps));
+        m.insert("changes".into(), serde_json::json!(r.plan.changes()));
+        m.insert("fieldChanges".into(), serde_json::json!(fields));
+    }
+    v
+}
+
+/// Prints the plan of one object; `fields` are the changes against the last applied spec (`None`: none
+/// recorded).
+fn print_plan(r: &Report, o: &Container, fields: Option<&[crate::spec::diff::FieldChange]>) {
     let p = &r.plan;
     let head = match &p.action {
         Action::Nothing => "no changes".to_owned(),
@@ -507,11 +590,35 @@ fn print_plan(r: &Report) {
     } else if let Some(t) = &p.target_digest {
         println!("  + digest: {}", short(t));
     }
+    if p.changes()
+        && let Some(fields) = fields
+    {
+        for f in fields {
+            println!("  {f}");
+        }
+        if fields.is_empty() && p.drift.contains(&crate::plan::DriftKind::Spec) {
+            // The spec hash covers the content of env files, which the last applied spec does not hold.
+            let files: Vec<&str> = o
+                .spec
+                .env
+                .iter()
+                .filter_map(|e| e.value_from.as_ref().map(|f| f.file.as_str()))
+                .collect();
+            if files.is_empty() {
+                println!("  ~ no field changed: this dockop shapes the container differently");
+            } else {
+                println!(
+                    "  ~ no field changed: a file named by valueFrom.file (changed): {}",
+                    files.join(", ")
+                );
+            }
+        }
+    }
     for n in &p.notes {
         println!("  # {n}");
     }
     if p.changes() {
-        for (i, s) in p.steps.iter().enumerate() {
+        for (i, s) in shown_steps(p, o).enumerate() {
             println!("  {}. {s}", i + 1);
         }
     }
@@ -547,6 +654,7 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
         return ExitCode::FAILURE;
     }
     match output {
+        // Serialized from the structs (field order as declared): byte for byte what `/status` serves.
         OutputFormat::Json => {
             let v = if name.is_some() {
                 serde_json::to_string_pretty(&all[0])
@@ -555,7 +663,22 @@ fn status(global: &GlobalArgs, name: Option<&str>, output: OutputFormat) -> Exit
             };
             println!("{}", v.unwrap_or_default());
         }
-        OutputFormat::Text => print_status_table(false, all.iter().map(|s| (None, s))),
+        OutputFormat::Yaml => {
+            let yaml = if name.is_some() {
+                serde_saphyr::to_string(&all[0])
+            } else {
+                serde_saphyr::to_string(&all)
+            };
+            match yaml {
+                Ok(y) => print!("{y}"),
+                Err(e) => {
+                    eprintln!("error: cannot write YAML: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        OutputFormat::Text => print_status_table(false, false, all.iter().map(|s| (None, s))),
+        OutputFormat::Wide => print_status_table(false, true, all.iter().map(|s| (None, s))),
     }
     if unreadable {
         ExitCode::FAILURE
@@ -616,7 +739,19 @@ async fn fleet_status(
                 serde_json::to_string_pretty(&list).unwrap_or_default()
             );
         }
-        OutputFormat::Text => print_status_table(true, rows.iter().map(|(h, o)| (Some(*h), *o))),
+        OutputFormat::Yaml => match serde_saphyr::to_string(&rows) {
+            Ok(y) => print!("{y}"),
+            Err(e) => {
+                eprintln!("error: cannot write YAML: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        OutputFormat::Text => {
+            print_status_table(true, false, rows.iter().map(|(h, o)| (Some(*h), *o)))
+        }
+        OutputFormat::Wide => {
+            print_status_table(true, true, rows.iter().map(|(h, o)| (Some(*h), *o)))
+        }
     }
     if failed {
         ExitCode::FAILURE
@@ -625,9 +760,11 @@ async fn fleet_status(
     }
 }
 
-/// The status table; with a HOST column when the rows carry their host.
+/// The status table; with a HOST column for a fleet view, and image, previous digest and container state
+/// when `wide`.
 fn print_status_table<'a>(
     with_host: bool,
+    wide: bool,
     rows: impl Iterator<Item = (Option<&'a str>, &'a ObjectStatus)>,
 ) {
     let host_col = |h: &str| {
@@ -637,8 +774,13 @@ fn print_status_table<'a>(
             String::new()
         }
     };
+    let extra_head = if wide {
+        format!("{:<40} {:<20} {:<10} ", "IMAGE", "PREVIOUS", "STATE")
+    } else {
+        String::new()
+    };
     println!(
-        "{}{:<24} {:<6} {:<28} {:<20} {:<12} LAST CHANGE",
+        "{}{:<24} {:<6} {:<28} {:<20} {:<12} {extra_head}LAST CHANGE",
         host_col("HOST"),
         "NAME",
         "READY",
@@ -670,8 +812,20 @@ fn print_status_table<'a>(
                 )
             })
             .unwrap_or_default();
+        let extra = if wide {
+            format!(
+                "{:<40} {:<20} {:<10} ",
+                s.image,
+                s.previous_digest
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), short),
+                s.container_state.as_deref().unwrap_or("-")
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{}{:<24} {:<6} {:<28} {:<20} {:<12} {}",
+            "{}{:<24} {:<6} {:<28} {:<20} {:<12} {extra}{}",
             host_col(host.unwrap_or_default()),
             s.name,
             ready,
@@ -680,9 +834,6 @@ fn print_status_table<'a>(
             s.app_version.as_deref().unwrap_or("-"),
             last
         );
-        if let Some(c) = s.condition(ConditionType::Degraded).filter(|c| c.status) {
-            println!("  {}: {}", c.reason, c.message);
-        }
     }
 }
 
@@ -722,6 +873,18 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         }
     };
     let mut status = store.load(name);
+    if let Some(c) = status
+        .last_change
+        .as_ref()
+        .filter(|c| c.action == "update" && c.result == "succeeded" && c.from_digest == c.to_digest)
+    {
+        eprintln!(
+            "error: the last change to {name} ({}) was to its spec, not its image digest ({}): `dockop rollback` goes back to a previous digest only\n  fix: revert the spec change in the file (or revert the git commit) and `dockop apply -f FILE`; under `dockop run` the reverted file or commit is applied on its own",
+            c.at.format("%Y-%m-%d %H:%M:%S"),
+            c.to_digest.as_deref().map_or_else(|| "-".to_owned(), short),
+        );
+        return ExitCode::FAILURE;
+    }
     let Some(previous) = status.previous_digest.clone() else {
         eprintln!(
             "error: {name} has no previous digest to go back to (no successful update recorded yet)"
@@ -821,5 +984,29 @@ fn retry(global: &GlobalArgs, name: &str, digest: Option<&str>) -> ExitCode {
     println!(
         "{name}: forgot {cleared} failed digest(s); the next reconcile tries again (`dockop apply -f FILE`, or under `dockop run` its next resync or POST /reconcile/{name})"
     );
+    ExitCode::SUCCESS
+}
+
+/// `dockop version`: dockop's version and git commit, then the engine's version and API. An unreachable
+/// engine is reported on the `engine:` line and is not a failure.
+async fn version(global: &GlobalArgs) -> ExitCode {
+    println!(
+        "dockop {} (commit {})",
+        env!("CARGO_PKG_VERSION"),
+        env!("DOCKOP_GIT_COMMIT")
+    );
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let endpoint = engine_endpoint(global).map_err(|e| e.to_string())?;
+        let engine = DockerEngine::connect(&endpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+        engine.version().await.map_err(|e| e.to_string())
+    })
+    .await;
+    match answer {
+        Ok(Ok((version, api))) => println!("engine: Docker {version} (API {api})"),
+        Ok(Err(e)) => println!("engine: unreachable ({e})"),
+        Err(_) => println!("engine: unreachable (no answer within 5 s)"),
+    }
     ExitCode::SUCCESS
 }

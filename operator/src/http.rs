@@ -33,7 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
@@ -388,6 +388,7 @@ async fn livez() -> Response {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Readiness {
     ready: bool,
     engine_reachable: bool,
@@ -786,10 +787,10 @@ mod tests {
         let web = &v["objects"]["web"];
         assert_eq!(web["healthy"], true);
         assert_eq!(web["version"], "1");
-        assert_eq!(web["container_state"], "running");
+        assert_eq!(web["containerState"], "running");
         assert_eq!(web["digest"], "sha256:abc");
-        assert_eq!(web["memory_usage_mb"], 3.0);
-        assert!(web["uptime_seconds"].as_u64().is_some_and(|u| u >= 42));
+        assert_eq!(web["memoryUsageMb"], 3.0);
+        assert!(web["uptimeSeconds"].as_u64().is_some_and(|u| u >= 42));
         assert_eq!(v["objects"]["plain"]["healthy"], true);
     }
 
@@ -1334,7 +1335,7 @@ mod tests {
         };
         let mut v = wait_for(StatusCode::OK, std::time::Duration::from_secs(3)).await;
         for _ in 0..20 {
-            if !v["objects"]["mon"]["memory_usage_mb"].is_null() {
+            if !v["objects"]["mon"]["memoryUsageMb"].is_null() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -1342,7 +1343,7 @@ mod tests {
         }
         assert_eq!(v["objects"]["mon"]["version"], "7");
         assert_eq!(v["objects"]["mon"]["digest"], "sha256:d1");
-        assert_eq!(v["objects"]["mon"]["memory_usage_mb"], 10.0);
+        assert_eq!(v["objects"]["mon"]["memoryUsageMb"], 10.0);
         assert!(metrics().encode().contains("dockop_ready{name=\"mon\"} 1"));
 
         let failures_before = metrics()

@@ -22,6 +22,7 @@ pub mod observe;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;
+pub mod sdnotify;
 pub mod shared;
 pub mod source;
 pub mod spec;

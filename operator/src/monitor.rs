@@ -11,7 +11,7 @@
 //!   does not show it).
 //! - **Idle** (nobody asked): each object is probed every [`Tuning::idle_period`] (30 s, or 10× its
 //!   interval when that is longer), the container list is refreshed every 30 s, and stats are never
-//!   called: `memory_usage_mb` keeps its last value.
+//!   called: `memoryUsageMb` keeps its last value.
 //! - **Waking up**: a request wakes the monitor: the list is refreshed and every object probed right
 //!   away. A request that finds a look made while idle and older than two intervals waits for that
 //!   fresh look ([`Board::fresh_looks`], at most [`fresh_look_limit`]), so a load balancer polling every
@@ -310,8 +310,9 @@ impl Board {
     }
 }
 
-/// The health of one object as `/health` reports it.
+/// The health of one object as `/health` reports it (camelCase keys, as `/status` and Kubernetes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectHealth {
     /// Object name.
     pub name: String,

@@ -131,6 +131,21 @@ impl ProxyMetrics {
     }
 }
 
+/// The proxy's metrics with one series each, encoded (for the test that checks documented names).
+#[cfg(test)]
+pub(crate) fn metrics_for_tests() -> String {
+    let m = ProxyMetrics::new();
+    let l = object("x");
+    for c in [&m.requests, &m.switches, &m.upstream_errors] {
+        c.get_or_create(&l).inc();
+    }
+    m.active.get_or_create(&l).set(1);
+    m.duration.get_or_create(&l).observe(0.1);
+    let mut out = String::new();
+    let _ = encode(&mut out, &m.registry);
+    out
+}
+
 fn object(name: &str) -> Labels {
     vec![("object", name.to_owned())]
 }
@@ -842,9 +857,11 @@ mod tests {
                                             tokio::time::sleep(Duration::from_millis(50)).await;
                                         }
                                     });
-                                    let body = http_body_util::StreamBody::new(
-                                        tokio_stream::wrappers::ReceiverStream::new(rx),
-                                    );
+                                    let frames =
+                                        futures_util::stream::unfold(rx, |mut rx| async move {
+                                            rx.recv().await.map(|f| (f, rx))
+                                        });
+                                    let body = http_body_util::StreamBody::new(frames);
                                     hyper::Response::new(body.boxed_unsync())
                                 }
                                 "/ws" => {

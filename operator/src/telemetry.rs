@@ -23,8 +23,10 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
     let directives = filter_directives(verbose, rust_log.as_deref());
     let filter = EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| EnvFilter::new(filter_directives(verbose, None)));
+    // Colours only when stderr is a terminal (never in a journal, a file or a pipe).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
@@ -159,7 +161,7 @@ impl Metrics {
         );
         registry.register(
             "reconcile",
-            "Reconcile passes per object and result (converged, changed, failed, blocked)",
+            "Reconcile passes per object and result (converged, changed, rolled_back, rejected_preflight, failed, blocked, error)",
             m.reconcile_total.clone(),
         );
         registry.register(
@@ -331,6 +333,105 @@ pub fn metrics() -> &'static Metrics {
 mod tests {
     use super::*;
 
+    /// A registry where every family has one series (families without a series are not encoded).
+    fn with_a_series_each() -> Metrics {
+        let m = Metrics::new();
+        let l: Labels = vec![("name", "x".to_owned())];
+        for c in [
+            &m.reconcile_total,
+            &m.drift_detected_total,
+            &m.updates_total,
+            &m.rollbacks_total,
+            &m.health_probe_failures_total,
+            &m.registry_checks_total,
+            &m.engine_requests_total,
+            &m.spec_invalid_total,
+            &m.http_requests_total,
+            &m.notifications_total,
+        ] {
+            c.get_or_create(&l).inc();
+        }
+        for g in [&m.ready, &m.object_info, &m.source_revision_info] {
+            g.get_or_create(&l).set(1);
+        }
+        m.last_successful_reconcile.get_or_create(&l).set(1.0);
+        m.reconcile_duration_seconds.get_or_create(&l).observe(0.1);
+        m.engine_call("inspect", true, Duration::from_millis(3));
+        m
+    }
+
+    /// Every `dockop_*` metric named in the docs, the alert rules and the dashboard is one this registry
+    /// serves (with the suffixes its type adds: `_total`, `_bucket`, `_sum`, `_count`).
+    #[test]
+    fn documented_metrics_are_registered() {
+        let m = with_a_series_each();
+        let mut served = std::collections::BTreeSet::new();
+        // `dockop proxy` serves its own registry (dockop_proxy_*).
+        let text = format!("{}{}", m.encode(), crate::proxy::metrics_for_tests());
+        for line in text.lines() {
+            let mut parts = line
+                .strip_prefix("# TYPE ")
+                .unwrap_or("")
+                .split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            served.insert(name.to_owned());
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total"],
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[],
+            };
+            served.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+        }
+        assert!(served.contains("dockop_reconcile_total"), "{served:?}");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md"))
+            .collect();
+        for f in [
+            "README.md",
+            "deploy/systemd/README",
+            "deploy/prometheus/rules.yaml",
+            "deploy/grafana/dashboard.json",
+        ] {
+            files.push(root.join(f));
+        }
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                for (at, _) in line.match_indices("dockop_") {
+                    let prev = line[..at].chars().next_back().unwrap_or(' ');
+                    if prev.is_ascii_alphanumeric() || matches!(prev, '_' | '/' | '.' | '-') {
+                        continue;
+                    }
+                    let name: String = line[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    // A prefix in prose (`dockop_*`) is not a name.
+                    if name.ends_with('_') {
+                        continue;
+                    }
+                    seen += 1;
+                    if !served.contains(&name) {
+                        missing.push(format!("{}:{}: {name}", file.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(seen > 20, "only {seen} metric mentions found");
+        assert!(
+            missing.is_empty(),
+            "documented metrics that are not registered:\n{}",
+            missing.join("\n")
+        );
+    }
+
     fn info(digest: &str, version: &str) -> Labels {
         vec![
             ("name", "web".to_owned()),
@@ -389,30 +490,7 @@ mod tests {
 
     #[test]
     fn every_metric_has_help() {
-        // Families without a series are not encoded; give each one a series.
-        let m = Metrics::new();
-        let l = |k: &'static str| vec![(k, "x".to_owned())];
-        for c in [
-            &m.reconcile_total,
-            &m.drift_detected_total,
-            &m.updates_total,
-            &m.rollbacks_total,
-            &m.health_probe_failures_total,
-            &m.registry_checks_total,
-            &m.engine_requests_total,
-        ] {
-            c.get_or_create(&l("name")).inc();
-        }
-        for g in [&m.ready, &m.object_info, &m.source_revision_info] {
-            g.get_or_create(&l("name")).set(1);
-        }
-        m.last_successful_reconcile
-            .get_or_create(&l("name"))
-            .set(1.0);
-        m.reconcile_duration_seconds
-            .get_or_create(&l("name"))
-            .observe(0.1);
-        m.engine_call("inspect", true, Duration::from_millis(3));
+        let m = with_a_series_each();
         let text = m.encode();
         for name in [
             "reconcile",

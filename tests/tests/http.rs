@@ -237,22 +237,22 @@ fn endpoints_auth_and_signatures_against_the_real_server() {
     let obj = &all.json()["objects"][&name];
     assert_eq!(obj["healthy"], true);
     assert_eq!(obj["version"], "1");
-    assert_eq!(obj["container_state"], "running");
+    assert_eq!(obj["containerState"], "running");
     assert!(
         obj["digest"]
             .as_str()
             .is_some_and(|d| d.starts_with("sha256:")),
         "{obj}"
     );
-    assert!(obj["uptime_seconds"].is_u64(), "{obj}");
+    assert!(obj["uptimeSeconds"].is_u64(), "{obj}");
     // Memory comes from engine stats, refreshed in the background.
     assert!(
         wait_until(Duration::from_secs(15), || {
-            op.health(&name).1["memory_usage_mb"]
+            op.health(&name).1["memoryUsageMb"]
                 .as_f64()
                 .is_some_and(|m| m > 0.0)
         }),
-        "no memory_usage_mb"
+        "no memoryUsageMb"
     );
     let (code, body) = op.health("nope");
     assert_eq!(code, 404);
@@ -423,7 +423,7 @@ fn health_follows_the_app_within_two_probe_intervals() {
     let (secs, body) = op.wait_health(&name, 503, Duration::from_secs(5));
     assert!(secs <= 2.3, "503 after {secs:.2} s (two intervals: 2 s)");
     assert_eq!(body["healthy"], false);
-    assert_eq!(body["container_state"], "running");
+    assert_eq!(body["containerState"], "running");
     let all = op.get("/health");
     assert_eq!(all.status, 503, "one unhealthy object makes /health 503");
     assert_eq!(all.json()["objects"][&other]["healthy"], true);
@@ -453,7 +453,7 @@ fn health_follows_the_app_within_two_probe_intervals() {
     docker_ok(["pause", &name]);
     let (secs, body) = op.wait_health(&name, 503, Duration::from_secs(5));
     assert!(secs <= 2.3, "503 after {secs:.2} s");
-    assert_eq!(body["container_state"], "paused");
+    assert_eq!(body["containerState"], "paused");
     docker_ok(["unpause", &name]);
     op.wait_health(&name, 200, Duration::from_secs(5));
 

@@ -333,6 +333,7 @@ impl Controller {
     }
 
     async fn shutdown(&mut self) {
+        crate::sdnotify::notify_logged(crate::sdnotify::State::Stopping);
         let largest_stop = self
             .desired
             .values()
@@ -568,6 +569,7 @@ impl Controller {
             p.remove(name);
             if p.is_empty() && !self.shared.first_sync_done.swap(true, Ordering::Relaxed) {
                 tracing::info!(objects = self.desired.len(), "first sync done");
+                crate::sdnotify::notify_logged(crate::sdnotify::State::Ready);
             }
         }
     }
@@ -623,8 +625,9 @@ impl Controller {
             if state.complete {
                 pending.extend(self.known.iter().filter(|n| !new.contains_key(*n)).cloned());
             }
-            if pending.is_empty() {
-                self.shared.first_sync_done.store(true, Ordering::Relaxed);
+            if pending.is_empty() && !self.shared.first_sync_done.swap(true, Ordering::Relaxed) {
+                tracing::info!("first sync done (no objects)");
+                crate::sdnotify::notify_logged(crate::sdnotify::State::Ready);
             }
             self.first_pending = Some(pending);
         }

@@ -1,5 +1,7 @@
 //! Registry credentials as the Docker CLI finds them: `$DOCKER_CONFIG/config.json` (else
 //! `~/.docker/config.json`), its `auths` entries, `credHelpers` per registry and the default `credsStore`.
+//! Without `$HOME` (a systemd system service has none), `~` is the current user's home directory in
+//! `/etc/passwd` (`$DOCKOP_PASSWD_FILE` replaces that file, for tests).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -73,10 +75,49 @@ pub enum AuthError {
 }
 
 fn config_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
+    if let Some(dir) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(dir).join("config.json"));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker").join("config.json"))
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .or_else(passwd_home)?;
+    Some(home.join(".docker").join("config.json"))
+}
+
+/// The home directory of the current user from the passwd file, without `unsafe` (no getpwuid): the
+/// real uid from `/proc/self/status`, then its line in `/etc/passwd` (or `$DOCKOP_PASSWD_FILE`).
+fn passwd_home() -> Option<PathBuf> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = uid_from_status(&status)?;
+    let file = std::env::var_os("DOCKOP_PASSWD_FILE")
+        .filter(|f| !f.is_empty())
+        .map_or_else(|| PathBuf::from("/etc/passwd"), PathBuf::from);
+    home_from_passwd(&std::fs::read_to_string(file).ok()?, uid)
+}
+
+/// The real uid on the `Uid:` line of `/proc/self/status` (real, effective, saved, filesystem).
+fn uid_from_status(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The home field of the first passwd entry (`name:pw:uid:gid:gecos:home:shell`) with this uid.
+fn home_from_passwd(passwd: &str, uid: u32) -> Option<PathBuf> {
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        match fields.as_slice() {
+            [_, _, u, _, _, home, ..] if u.parse() == Ok(uid) && !home.is_empty() => {
+                Some(PathBuf::from(home))
+            }
+            _ => None,
+        }
+    })
 }
 
 /// Credentials for the registry of `image`, or `None` for anonymous access.
@@ -198,6 +239,21 @@ mod tests {
         assert_eq!(registry_host("localhost/x"), "localhost");
         assert_eq!(registry_host("library/nginx"), "docker.io");
         assert_eq!(registry_host("nginx:1"), "docker.io");
+    }
+
+    #[test]
+    fn home_from_proc_status_and_passwd() {
+        let status =
+            "Name:\tdockop\nUmask:\t0022\nUid:\t1001\t1001\t1001\t1001\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(uid_from_status(status), Some(1001));
+        assert_eq!(uid_from_status("Name: x\n"), None);
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment\nbroken\nbob:x:1001:1001::/home/bob:/bin/sh\n";
+        assert_eq!(home_from_passwd(passwd, 0), Some(PathBuf::from("/root")));
+        assert_eq!(
+            home_from_passwd(passwd, 1001),
+            Some(PathBuf::from("/home/bob"))
+        );
+        assert_eq!(home_from_passwd(passwd, 7), None);
     }
 
     #[test]

@@ -100,6 +100,15 @@ impl DockerEngine {
         info.engine_host.clone_from(&self.remote_host);
         info
     }
+
+    /// The engine's version and API version (`dockop version`).
+    pub async fn version(&self) -> Result<(String, String), EngineError> {
+        let v = timed(Op::Ping, QUICK, self.docker.version()).await?;
+        Ok((
+            v.version.unwrap_or_else(|| "unknown".into()),
+            v.api_version.unwrap_or_else(|| "unknown".into()),
+        ))
+    }
 }
 
 /// Runs `fut` under a timeout, a span and the engine metrics, mapping bollard errors.

@@ -8,20 +8,69 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value, json};
 
-use super::load::{Loaded, load_paths};
+use super::load::{Loaded, Severity, load_with_positions};
 use super::validate::json_schema;
 
-/// `dockop validate PATH...`: exit 0 when valid (warnings printed), 1 when not.
-pub fn validate(paths: &[PathBuf]) -> ExitCode {
-    let loaded = load_paths(paths);
-    if print_diagnostics(&loaded) {
+/// `dockop validate PATH...`: exit 0 when valid (warnings printed), 1 when not. `-` reads stdin; with
+/// `json` every finding goes to stdout as one document; `quiet` prints nothing.
+pub fn validate(paths: &[PathBuf], json: bool, quiet: bool) -> ExitCode {
+    let loaded = load_paths_or_stdin(paths);
+    let valid = loaded.is_valid();
+    if quiet {
+        // Nothing printed: the exit code is the answer.
+    } else if json {
+        let text = serde_json::to_string_pretty(&findings_json(&loaded)).unwrap_or_default();
+        println!("{text}");
+    } else if print_diagnostics(&loaded) {
         let n = loaded.objects.len();
         let noun = if n == 1 { "object" } else { "objects" };
         eprintln!("{n} {noun} valid{}", warning_note(&loaded));
+    }
+    if valid {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Like [`super::load::load_paths`], reading stdin for a path of `-` (at most once, reported as `<stdin>`).
+pub fn load_paths_or_stdin(paths: &[PathBuf]) -> Loaded {
+    load_with_positions(paths, || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)?;
+        Ok(text)
+    })
+    .loaded
+}
+
+/// `dockop validate -o json`: `{"valid", "objects", "errors", "warnings", "findings": [{"severity",
+/// "file", "line", "column", "field", "problem", "fix"}]}`.
+pub fn findings_json(loaded: &Loaded) -> Value {
+    let findings: Vec<Value> = loaded
+        .diagnostics
+        .iter()
+        .map(|d| {
+            json!({
+                "severity": match d.severity {
+                    Severity::Error => "error",
+                    Severity::Warning => "warning",
+                },
+                "file": d.file.display().to_string(),
+                "line": d.line,
+                "column": d.column,
+                "field": d.field,
+                "problem": d.problem,
+                "fix": d.fix,
+            })
+        })
+        .collect();
+    json!({
+        "valid": loaded.is_valid(),
+        "objects": loaded.objects.len(),
+        "errors": loaded.errors().count(),
+        "warnings": loaded.warnings().count(),
+        "findings": findings,
+    })
 }
 
 /// Prints every finding of `loaded` on stderr, as `dockop validate` does, and when there are errors the

@@ -1,6 +1,7 @@
 //! The desired-state spec: types, loading YAML with source locations, validation and the spec hash.
 
 pub mod commands;
+pub mod diff;
 pub mod hash;
 pub mod load;
 pub mod order;

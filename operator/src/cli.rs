@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::spec::commands as spec_cmd;
 
+pub mod commands;
 mod export;
+pub mod run;
 
 /// dockop: run containers on a plain Docker host the way Kubernetes runs them — declared, reconciled,
 /// health-gated, rolled back.
@@ -341,7 +343,7 @@ pub fn main() -> ExitCode {
             project_name,
         } => convert_cmd(&files, project_name),
         other => match tokio_runtime() {
-            Ok(rt) => rt.block_on(crate::commands::run(cli.global, other)),
+            Ok(rt) => rt.block_on(crate::cli::commands::run(cli.global, other)),
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");
                 ExitCode::FAILURE

@@ -3,7 +3,6 @@
 
 pub mod backoff;
 pub mod cli;
-pub mod commands;
 pub mod controller;
 pub mod convert;
 pub mod desired;

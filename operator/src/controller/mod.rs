@@ -13,7 +13,6 @@ pub mod worker;
 pub use crate::{backoff, lock, shared};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -26,17 +25,12 @@ use self::backoff::{Backoff, jitter};
 use self::events::{EngineSignal, RELEVANT_ACTIONS};
 use self::queue::{Action, Request, WorkQueue};
 use self::worker::{Job, JobResult, Worker};
-use crate::cli::{GlobalArgs, RunArgs};
-use crate::commands::{connect, open_store};
 use crate::execute::Outcome;
-use crate::http::{HttpConfig, serve};
 use crate::notify::Notifier;
 use crate::notify::event::Observation;
 use crate::reconcile::{Ctx, ReconcileError};
 use crate::shared::{Shared, Trigger};
 use crate::source::DesiredState;
-use crate::source::file::FileSource;
-use crate::source::git::{GitConfig, GitSource};
 use crate::spec::Container;
 use crate::telemetry::metrics;
 
@@ -45,7 +39,6 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// Objects whose only change is the source revision are reconciled this long after the changed ones.
 const REVISION_ONLY_DELAY: Duration = Duration::from_secs(1);
 /// How long a shutdown waits for queued notifications.
-const NOTIFY_SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 /// A shared container list is reused for at most this long.
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -64,119 +57,8 @@ pub struct Config {
     pub source_label: String,
 }
 
-/// Runs the operator until SIGTERM/SIGINT.
-pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
-    if args.files.is_empty() && args.git.is_none() {
-        eprintln!(
-            "error: dockop run needs a source\n  fix: pass -f FILE|DIR (one or more) or --git URL --branch B --path P"
-        );
-        return ExitCode::FAILURE;
-    }
-    let notifier = match crate::commands::start_notifier(&args.notify).await {
-        Ok(n) => n,
-        Err(c) => return c,
-    };
-    let store = match open_store(&global) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let lock = match lock::acquire(store.dir()) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let engine = match connect(&global).await {
-        Ok(e) => e,
-        Err(c) => return c,
-    };
-    let (shared, triggers) = Shared::new(store.clone(), engine.clone());
-    shared.engine_reachable.store(true, Ordering::Relaxed);
-    let http = match serve(
-        HttpConfig {
-            listen: args.listen.clone(),
-            token_file: args.reconcile_token_file.clone(),
-            webhook_secret_file: args.webhook_secret_file.clone(),
-        },
-        shared.clone(),
-    )
-    .await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: {e}\n  fix: pass --listen ADDR:PORT with a free port");
-            return ExitCode::FAILURE;
-        }
-    };
-
-    let debounce = Duration::from_millis(args.debounce_ms);
-    let (source_tx, source_rx) = mpsc::channel(4);
-    let (rescan_tx, rescan_rx) = mpsc::unbounded_channel();
-    let (source_label, source_task, is_git) = match &args.git {
-        Some(url) => {
-            let src = GitSource::new(GitConfig {
-                url: url.clone(),
-                branch: args.branch.clone(),
-                paths: args.paths.clone(),
-                dir: store.dir().join("git"),
-                poll: Duration::from_secs(args.git_poll_seconds.max(1)),
-            });
-            let label = src.label().to_owned();
-            (label, tokio::spawn(src.run(source_tx, rescan_rx)), true)
-        }
-        None => {
-            let src = FileSource::new(args.files.clone(), debounce);
-            let label = src.label().to_owned();
-            (label, tokio::spawn(src.run(source_tx, rescan_rx)), false)
-        }
-    };
-    let (engine_tx, engine_rx) = mpsc::channel(256);
-    let events_task = tokio::spawn(events::watch(engine.clone(), shared.clone(), engine_tx));
-
-    let ctx = Ctx {
-        engine,
-        store,
-        reporter: Arc::new(worker::QuietReporter),
-    };
-    let controller = Controller::new(
-        Config {
-            debounce,
-            resync: Duration::from_secs(args.resync_seconds.max(1)),
-            max_concurrent: args.max_concurrent,
-            prune: args.prune,
-            source_label,
-        },
-        ctx,
-        shared,
-        rescan_tx,
-        is_git,
-    )
-    .with_notifier(notifier.clone());
-    tracing::info!(
-        listen = %args.listen,
-        lock = %lock.path().display(),
-        "dockop run started"
-    );
-    controller
-        .run(source_rx, engine_rx, triggers, shutdown_signal())
-        .await;
-    source_task.abort();
-    events_task.abort();
-    http.abort();
-    let unsent = notifier.flush(NOTIFY_SHUTDOWN_WAIT).await;
-    if !unsent.is_empty() {
-        tracing::warn!(
-            unsent = unsent.len(),
-            "shutting down with notifications not delivered"
-        );
-    }
-    drop(lock);
-    ExitCode::SUCCESS
-}
-
 /// Resolves on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -55,7 +55,7 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
             );
             ExitCode::from(crate::cli::EXIT_USAGE)
         }
-        Command::Run(args) => crate::controller::run(global, args).await,
+        Command::Run(args) => crate::cli::run::run(global, args).await,
         Command::Proxy { metrics_listen } => {
             let dir = global.state_dir.clone().unwrap_or_else(default_state_dir);
             match crate::proxy::run(&dir, &metrics_listen).await {

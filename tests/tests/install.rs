@@ -463,9 +463,10 @@ fn plan_json_quiet_and_field_changes() {
     env.dockop()
         .run(["plan", "-q", "-f", file.to_str().unwrap()])
         .assert_code(0);
+    assert!(v1.contains("\n  update: "), "the harness spec changed shape: {v1}");
     let v2 = v1.replace(
-        "  update:\n",
-        "  env:\n    - {name: TZ, value: Europe/Paris}\n  update:\n",
+        "\n  update: ",
+        "\n  env:\n    - {name: TZ, value: Europe/Paris}\n  update: ",
     );
     let file = env.write("web.yaml", &v2);
     let out = env.dockop().run(["plan", "-f", file.to_str().unwrap()]);

@@ -517,4 +517,28 @@ fn plan_json_quiet_and_field_changes() {
         out.assert_success();
         assert!(out.stdout.contains(&name), "{fmt}: {out}");
     }
+    // The machine formats parse: JSON here, YAML with a YAML parser (PyYAML), to the same name.
+    let json: serde_json::Value =
+        serde_json::from_str(&env.dockop().run(["status", &name, "-o", "json"]).stdout)
+            .expect("status -o json parses");
+    assert_eq!(json["name"], name.as_str());
+    let yaml = env.dockop().run(["status", &name, "-o", "yaml"]).stdout;
+    let parsed = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml; print(yaml.safe_load(sys.stdin.read())['name'])",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(yaml.as_bytes())?;
+            }
+            c.wait_with_output()
+        })
+        .expect("python3");
+    assert!(parsed.status.success(), "status -o yaml does not parse: {yaml}");
+    assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), name);
 }

@@ -523,7 +523,7 @@ fn plan_json_quiet_and_field_changes() {
             .expect("status -o json parses");
     assert_eq!(json["name"], name.as_str());
     let yaml = env.dockop().run(["status", &name, "-o", "yaml"]).stdout;
-    let parsed = std::process::Command::new("python3")
+    let parsed = std::process::Command::new("/usr/bin/python3")
         .args([
             "-c",
             "import sys, yaml; print(yaml.safe_load(sys.stdin.read())['name'])",

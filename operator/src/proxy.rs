@@ -330,6 +330,8 @@ pub async fn run(state_dir: &Path, metrics_listen: &str) -> Result<(), ProxyErro
                 source,
             })?;
     tracing::info!(socket = %socket.display(), metrics = %metrics_listen, "dockop proxy serving");
+    // Routes, admin socket and metrics are bound: systemd (Type=notify) may start what needs them.
+    crate::sdnotify::notify_logged(crate::sdnotify::State::Ready);
     let admin_app = axum::Router::new()
         .route("/routes", get(list_routes))
         .route(
@@ -347,7 +349,10 @@ pub async fn run(state_dir: &Path, metrics_listen: &str) -> Result<(), ProxyErro
     tokio::select! {
         r = admin_task => tracing::error!("admin socket stopped: {r:?}"),
         r = metrics_task => tracing::error!("metrics listener stopped: {r:?}"),
-        () = shutdown_signal() => tracing::info!("stopping: open connections are closed"),
+        () = shutdown_signal() => {
+            crate::sdnotify::notify_logged(crate::sdnotify::State::Stopping);
+            tracing::info!("stopping: open connections are closed");
+        }
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())

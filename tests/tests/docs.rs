@@ -193,7 +193,16 @@ fn documented_endpoints_exist() {
     );
     let mut endpoints = BTreeSet::new();
     for file in documents() {
+        // `dockop proxy`'s admin API answers on its unix socket, not on `dockop run`: its sections are
+        // left out here (tests/tests/zero_downtime.rs drives it).
+        let mut in_proxy_section = false;
         for line in read(&file).lines() {
+            if line.starts_with('#') {
+                in_proxy_section = line.contains("proxy");
+            }
+            if in_proxy_section {
+                continue;
+            }
             for (at, _) in line.match_indices("`GET /") {
                 let path: String = line[at + 5..]
                     .chars()

@@ -463,7 +463,10 @@ fn plan_json_quiet_and_field_changes() {
     env.dockop()
         .run(["plan", "-q", "-f", file.to_str().unwrap()])
         .assert_code(0);
-    assert!(v1.contains("\n  update: "), "the harness spec changed shape: {v1}");
+    assert!(
+        v1.contains("\n  update: "),
+        "the harness spec changed shape: {v1}"
+    );
     let v2 = v1.replace(
         "\n  update: ",
         "\n  env:\n    - {name: TZ, value: Europe/Paris}\n  update: ",
@@ -539,6 +542,9 @@ fn plan_json_quiet_and_field_changes() {
             c.wait_with_output()
         })
         .expect("python3");
-    assert!(parsed.status.success(), "status -o yaml does not parse: {yaml}");
+    assert!(
+        parsed.status.success(),
+        "status -o yaml does not parse: {yaml}"
+    );
     assert_eq!(String::from_utf8_lossy(&parsed.stdout).trim(), name);
 }

@@ -56,15 +56,11 @@ fn opencode_spec(
     auth_file: &Path,
     preflight: bool,
 ) -> String {
-    format!(
-        "apiVersion: dockop.dev/v1alpha1
-kind: Container
-metadata:
-  name: {name}
-  labels: {labels}
-spec:
-  image: {image}
-  command: [/usr/local/bin/opencode, serve, --port, \"{OPENCODE_PORT}\", --hostname, 0.0.0.0]
+    env.object_yaml(
+        name,
+        image,
+        &format!(
+            "  command: [/usr/local/bin/opencode, serve, --port, \"{OPENCODE_PORT}\", --hostname, 0.0.0.0]
   env:
     - {{name: OPENCODE_SERVER_PASSWORD, valueFrom: {{file: {pw}}}}}
   ports:
@@ -86,10 +82,10 @@ spec:
   init: true
   stopTimeoutSeconds: 5
 ",
-        labels = env.labels_yaml(),
         pw = s.password_file.display(),
         auth = auth_file.display(),
         token = s.token_file.display(),
+        ),
     )
 }
 

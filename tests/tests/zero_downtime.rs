@@ -143,15 +143,11 @@ fn assert_no_failed_request(c: &Counted, what: &str) {
 }
 
 fn opencode_spec(env: &TestEnv, name: &str, image: &str, port: u16) -> String {
-    format!(
-        "apiVersion: dockop.dev/v1alpha1
-kind: Container
-metadata:
-  name: {name}
-  labels: {labels}
-spec:
-  image: {image}
-  command: [/usr/local/bin/opencode, serve, --port, \"{OPENCODE_PORT}\", --hostname, 0.0.0.0]
+    env.object_yaml(
+        name,
+        image,
+        &format!(
+            "  command: [/usr/local/bin/opencode, serve, --port, \"{OPENCODE_PORT}\", --hostname, 0.0.0.0]
   ports:
     - {{containerPort: {OPENCODE_PORT}, hostPort: {port}, hostIP: 127.0.0.1}}
   health:
@@ -166,7 +162,7 @@ spec:
   init: true
   stopTimeoutSeconds: 5
 ",
-        labels = env.labels_yaml(),
+        ),
     )
 }
 

@@ -489,6 +489,16 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
     p
 }
 
+/// The start of every update: ensure volumes, pull, and preflight the target when it is on.
+fn pull_then_preflight(p: &mut Plan, pull: Step, preflight: bool, target: &str) {
+    p.steps.extend([Step::EnsureVolumes, pull]);
+    if preflight {
+        p.steps.push(Step::Preflight {
+            digest: target.to_owned(),
+        });
+    }
+}
+
 /// Notes the digest and spec drift of the active container `a` against the target.
 fn note_drift(p: &mut Plan, a: &ContainerInfo, target: &str, hash: &str) {
     if digest_of(a) != Some(target) {
@@ -572,12 +582,7 @@ fn start_first(
         Some(a) => {
             note_drift(p, a, target, hash);
             p.action = Action::Update;
-            p.steps.extend([Step::EnsureVolumes, pull]);
-            if preflight {
-                p.steps.push(Step::Preflight {
-                    digest: target.to_owned(),
-                });
-            }
+            pull_then_preflight(p, pull, preflight, target);
             p.steps.extend([
                 Step::CreateNext {
                     digest: target.to_owned(),
@@ -658,12 +663,7 @@ fn stop_first(
         (Some(a), prev) => {
             note_drift(p, a, &target, hash);
             p.action = Action::Update;
-            p.steps.extend([Step::EnsureVolumes, pull]);
-            if preflight {
-                p.steps.push(Step::Preflight {
-                    digest: target.clone(),
-                });
-            }
+            pull_then_preflight(p, pull, preflight, &target);
             match prev {
                 // Both exist and the active one is not the target: the previous one is the proven fallback.
                 Some(prev) => {
@@ -702,12 +702,7 @@ fn stop_first(
             p.action = Action::Resume;
             p.notes
                 .push("an interrupted update left only <name>-previous: resuming it".into());
-            p.steps.extend([Step::EnsureVolumes, pull]);
-            if preflight {
-                p.steps.push(Step::Preflight {
-                    digest: target.clone(),
-                });
-            }
+            pull_then_preflight(p, pull, preflight, &target);
             p.steps.extend([
                 Step::Create {
                     digest: target.clone(),

@@ -14,6 +14,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 
+use crate::engine::ContainerInfo;
 use crate::spec::{Health, Port};
 use crate::valuefile::{self, ValueFileError};
 
@@ -303,6 +304,29 @@ pub fn probe_address(
         };
         (host, p.effective_host_port())
     })
+}
+
+/// Probes the health path of container `info` with `auth`: on its bridge IP and container port, else on
+/// the published port ([`probe_address`]); the whole exchange within `h.timeoutSeconds`. The one probe
+/// rule the health gate, the monitor and the final status look share.
+pub async fn probe_container(
+    info: &ContainerInfo,
+    ports: &[Port],
+    h: &Health,
+    auth: &ProbeAuth,
+) -> ProbeResult {
+    let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
+    match probe_address(
+        info.ip_address.as_deref(),
+        info.engine_host.as_deref(),
+        ports,
+        h.port,
+    ) {
+        Some((host, port)) => probe(&host, port, &h.path, timeout, auth).await,
+        None => ProbeResult::NotListening {
+            message: "the container has no IP address and the health port is not published".into(),
+        },
+    }
 }
 
 /// GETs `http://{host}:{port}{path}` with `timeout` for the whole exchange, sending `auth`.

@@ -15,7 +15,7 @@ use crate::engine::ContainerInfo;
 use crate::observe::{Observed, digest_of, spec_hash_of};
 use crate::spec::UpdatePolicy;
 use crate::spec::window::Window;
-use crate::status::ObjectStatus;
+use crate::status::{ObjectStatus, Reason};
 
 /// What kind of drift was found (the `kind` label of `dockop_drift_detected_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -177,6 +177,40 @@ pub fn short(digest: &str) -> String {
     }
 }
 
+/// Why drift is not acted on (also the Degraded/Ready condition reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BlockReason {
+    /// A container with the object's name belongs to someone else (not dockop, or another instance).
+    NameConflict,
+    /// The registry could not resolve the followed tag.
+    RegistryUnavailable,
+    /// No image digest to run.
+    NoTarget,
+    /// The target failed before; not retried until the spec or the registry digest changes.
+    FailedTarget,
+    /// `update.policy: monitor` changes nothing.
+    MonitorOnly,
+}
+
+impl BlockReason {
+    /// The condition reason.
+    pub fn reason(self) -> Reason {
+        match self {
+            BlockReason::NameConflict => Reason::NameConflict,
+            BlockReason::RegistryUnavailable => Reason::RegistryUnavailable,
+            BlockReason::NoTarget => Reason::NoTarget,
+            BlockReason::FailedTarget => Reason::FailedTarget,
+            BlockReason::MonitorOnly => Reason::MonitorOnly,
+        }
+    }
+}
+
+impl fmt::Display for BlockReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason().as_str())
+    }
+}
+
 /// What the plan does, in one word and its reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
@@ -197,8 +231,8 @@ pub enum Action {
     Switch,
     /// Drift found but not acted on (policy monitor, outside the window, a failed target, a foreign container).
     Blocked {
-        /// CamelCase reason, also the Degraded/Ready condition reason.
-        reason: String,
+        /// Why not.
+        reason: BlockReason,
         /// Why, for people.
         message: String,
     },
@@ -278,58 +312,103 @@ fn matches_target(c: &ContainerInfo, digest: &str, hash: &str) -> bool {
     digest_of(c) == Some(digest) && spec_hash_of(c) == Some(hash)
 }
 
-/// Computes the plan.
+/// Computes the plan: leftovers and name conflicts, the target digest, the update window, a target that
+/// failed before, then the comparison (start-first or stop-first), and policy monitor last.
 pub fn plan(i: &Inputs<'_>) -> Plan {
-    let d = i.desired;
-    let o = i.observed;
-    let hash = d.spec_hash.as_str();
-    let active = o.active.as_ref();
-    let previous = o.previous.as_ref();
     let mut p = Plan {
-        name: d.name.clone(),
+        name: i.desired.name.clone(),
         action: Action::Nothing,
         target_digest: None,
-        current_digest: active.and_then(digest_of).map(str::to_owned),
+        current_digest: i
+            .observed
+            .active
+            .as_ref()
+            .and_then(digest_of)
+            .map(str::to_owned),
         drift: Vec::new(),
         notes: Vec::new(),
         steps: Vec::new(),
         held: false,
         available_digest: None,
     };
-    for c in o.preflight.iter().chain(&o.strays) {
+    for c in i.observed.preflight.iter().chain(&i.observed.strays) {
         p.steps.push(Step::RemoveLeftover {
             id: c.id.clone(),
             container: c.name.clone(),
         });
     }
-    if let Some(f) = &o.foreign {
-        return blocked(
-            p,
-            "NameConflict",
-            format!(
-                "a container named {} (id {}) exists and is not managed by dockop; dockop never touches it. Rename or remove it, or choose another metadata.name",
-                f.name,
-                short(&f.id)
-            ),
-        );
+    match decide(&mut p, i) {
+        Ok(()) => p,
+        Err(Stop::Blocked(reason, message)) => blocked(p, reason, message),
+        Err(Stop::Planned) => p,
     }
-    if let Some(other) = &o.other_instance {
-        let owner = match &other.instance {
-            Some(i) => format!("dockop instance {i:?}"),
-            None => "an older dockop without an instance label (only the host's default instance adopts it)".to_owned(),
-        };
-        return blocked(
-            p,
-            "NameConflict",
-            format!(
-                "a container named {} (id {}) belongs to {owner}; this instance never touches it. Remove the object from one instance's desired state, or run this one with that --instance",
-                other.container.name,
-                short(&other.container.id)
-            ),
-        );
-    }
+}
 
-    // 1. The target digest.
+/// Why planning ended early.
+enum Stop {
+    /// Drift is not acted on.
+    Blocked(BlockReason, String),
+    /// The plan is complete (a restore or a start of what runs).
+    Planned,
+}
+
+fn decide(p: &mut Plan, i: &Inputs<'_>) -> Result<(), Stop> {
+    if let Some(message) = name_conflict(i.observed) {
+        return Err(Stop::Blocked(BlockReason::NameConflict, message));
+    }
+    let target = choose_target(p, i)?;
+    let target = wait_for_window(p, i, target);
+    let Some(target) = target else {
+        return Err(Stop::Blocked(
+            BlockReason::NoTarget,
+            "no image digest to run".into(),
+        ));
+    };
+    p.target_digest = Some(target.clone());
+    failed_before(p, i, &target)?;
+    let d = i.desired;
+    let pull = Step::Pull {
+        reference: d.pinned_reference(&target),
+    };
+    let preflight = d.spec.update.preflight;
+    if d.start_first() {
+        start_first(p, d, i.observed, &target, pull, preflight);
+    } else {
+        stop_first(p, d, i, &target, pull, preflight);
+    }
+    monitor_only(p, i, &target)
+}
+
+/// A container with the object's name that this instance must not touch.
+fn name_conflict(o: &Observed) -> Option<String> {
+    if let Some(f) = &o.foreign {
+        return Some(format!(
+            "a container named {} (id {}) exists and is not managed by dockop; dockop never touches it. Rename or remove it, or choose another metadata.name",
+            f.name,
+            short(&f.id)
+        ));
+    }
+    let other = o.other_instance.as_ref()?;
+    let owner = match &other.instance {
+        Some(i) => format!("dockop instance {i:?}"),
+        None => {
+            "an older dockop without an instance label (only the host's default instance adopts it)"
+                .to_owned()
+        }
+    };
+    Some(format!(
+        "a container named {} (id {}) belongs to {owner}; this instance never touches it. Remove the object from one instance's desired state, or run this one with that --instance",
+        other.container.name,
+        short(&other.container.id)
+    ))
+}
+
+/// The digest to run: a `dockop rollback` hold, the pinned digest, or the registry's answer for the tag
+/// unless the update policy keeps what runs.
+fn choose_target(p: &mut Plan, i: &Inputs<'_>) -> Result<Option<String>, Stop> {
+    let d = i.desired;
+    let hash = d.spec_hash.as_str();
+    let active = i.observed.active.as_ref();
     let active_digest = active.and_then(digest_of).map(str::to_owned);
     let active_spec_same = active.is_some_and(|a| spec_hash_of(a) == Some(hash));
     let registry_digest = match i.registry {
@@ -342,70 +421,70 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
                 || h.registry_digest == registry_digest.clone().or_else(|| d.spec.digest.clone()))
     });
     p.held = hold.is_some();
-    let mut target = if let Some(h) = hold {
+    if let Some(h) = hold {
         p.notes.push(format!(
             "held at {} by `dockop rollback` until the spec or the registry changes",
             short(&h.digest)
         ));
-        Some(h.digest.clone())
-    } else if let Some(pin) = &d.spec.digest {
-        Some(pin.clone())
-    } else {
-        let keep_running = match d.spec.update.policy {
-            UpdatePolicy::Auto => false,
-            UpdatePolicy::Manual => active_spec_same,
-            UpdatePolicy::Monitor => active.is_some(),
-        };
-        match (keep_running, &active_digest, &registry_digest) {
-            (true, Some(cur), reg) => {
-                if let Some(reg) = reg.as_ref().filter(|r| *r != cur) {
-                    p.drift.push(DriftKind::Digest);
-                    p.available_digest = Some(reg.clone());
-                    let policy = if d.spec.update.policy == UpdatePolicy::Monitor {
-                        "monitor"
-                    } else {
-                        "manual"
-                    };
-                    p.notes.push(format!(
-                        "registry has {} for {}; policy {policy} keeps {}",
-                        short(reg),
-                        d.tag_reference(),
-                        short(cur)
-                    ));
-                }
-                Some(cur.clone())
-            }
-            (_, _, Some(reg)) => Some(reg.clone()),
-            (_, cur, None) => {
-                let err = match i.registry {
-                    RegistryAnswer::Error(e) => e.clone(),
-                    _ => "no digest".to_owned(),
-                };
-                if cur.is_some() && active_spec_same {
-                    return blocked(
-                        p,
-                        "RegistryUnavailable",
-                        format!(
-                            "cannot resolve {}: {err}; the running container is kept",
-                            d.tag_reference()
-                        ),
-                    );
-                }
-                return blocked(
-                    p,
-                    "RegistryUnavailable",
-                    format!("cannot resolve {}: {err}", d.tag_reference()),
-                );
-            }
-        }
+        return Ok(Some(h.digest.clone()));
+    }
+    if let Some(pin) = &d.spec.digest {
+        return Ok(Some(pin.clone()));
+    }
+    let keep_running = match d.spec.update.policy {
+        UpdatePolicy::Auto => false,
+        UpdatePolicy::Manual => active_spec_same,
+        UpdatePolicy::Monitor => active.is_some(),
     };
+    match (keep_running, &active_digest, &registry_digest) {
+        (true, Some(cur), reg) => {
+            if let Some(reg) = reg.as_ref().filter(|r| *r != cur) {
+                p.drift.push(DriftKind::Digest);
+                p.available_digest = Some(reg.clone());
+                let policy = if d.spec.update.policy == UpdatePolicy::Monitor {
+                    "monitor"
+                } else {
+                    "manual"
+                };
+                p.notes.push(format!(
+                    "registry has {} for {}; policy {policy} keeps {}",
+                    short(reg),
+                    d.tag_reference(),
+                    short(cur)
+                ));
+            }
+            Ok(Some(cur.clone()))
+        }
+        (_, _, Some(reg)) => Ok(Some(reg.clone())),
+        (_, cur, None) => {
+            let err = match i.registry {
+                RegistryAnswer::Error(e) => e.clone(),
+                _ => "no digest".to_owned(),
+            };
+            let kept = if cur.is_some() && active_spec_same {
+                "; the running container is kept"
+            } else {
+                ""
+            };
+            Err(Stop::Blocked(
+                BlockReason::RegistryUnavailable,
+                format!("cannot resolve {}: {err}{kept}", d.tag_reference()),
+            ))
+        }
+    }
+}
 
-    // 2. Update windows gate registry-driven updates only.
-    if let (Some(w), Some(t), Some(cur)) = (&d.spec.update.window, &target, &active_digest)
+/// Update windows gate registry-driven updates only: outside the window the running digest stays.
+fn wait_for_window(p: &mut Plan, i: &Inputs<'_>, target: Option<String>) -> Option<String> {
+    let d = i.desired;
+    let active = i.observed.active.as_ref();
+    let active_spec_same = active.is_some_and(|a| spec_hash_of(a) == Some(d.spec_hash.as_str()));
+    if let (Some(w), Some(t), Some(cur)) =
+        (&d.spec.update.window, &target, active.and_then(digest_of))
         && i.window_applies
         && t != cur
         && active_spec_same
-        && hold.is_none()
+        && !p.held
         && d.spec.digest.is_none()
         && let Ok(win) = Window::parse(w)
         && !win.contains(i.now)
@@ -414,79 +493,77 @@ pub fn plan(i: &Inputs<'_>) -> Plan {
         p.notes
             .push(format!("update to {} waits for the window {w}", short(t)));
         p.available_digest = Some(t.clone());
-        target = Some(cur.clone());
+        return Some(cur.to_owned());
     }
-    let Some(target) = target else {
-        return blocked(p, "NoTarget", "no image digest to run".into());
-    };
-    p.target_digest = Some(target.clone());
+    target
+}
 
-    // 3. A target that failed before is not retried until the spec or the registry changes.
-    if let Some(f) = i.memory.failed_for(&target, hash) {
-        let why = format!(
-            "{} failed before ({}); not retried until the spec or the registry digest changes",
-            short(&target),
-            f.reason
-        );
-        match (active, previous) {
-            (None, Some(prev)) => {
-                p.action = Action::Restore;
+/// A target that failed before is not retried until the spec or the registry changes: restore the
+/// previous container, start what runs, or block.
+fn failed_before(p: &mut Plan, i: &Inputs<'_>, target: &str) -> Result<(), Stop> {
+    let hash = i.desired.spec_hash.as_str();
+    let Some(f) = i.memory.failed_for(target, hash) else {
+        return Ok(());
+    };
+    let why = format!(
+        "{} failed before ({}); not retried until the spec or the registry digest changes",
+        short(target),
+        f.reason
+    );
+    match (i.observed.active.as_ref(), i.observed.previous.as_ref()) {
+        (None, Some(prev)) => {
+            p.action = Action::Restore;
+            p.notes.push(why);
+            p.steps.push(Step::RestorePrevious {
+                id: prev.id.clone(),
+            });
+            p.steps.push(Step::ApplyUsers);
+            p.steps.push(Step::HealthGate);
+            Err(Stop::Planned)
+        }
+        (Some(a), previous) if !matches_target(a, target, hash) => {
+            // Keep what runs; make sure it runs.
+            if !a.is_running() {
+                p.drift.push(DriftKind::Stopped);
+                p.action = Action::Start;
                 p.notes.push(why);
-                p.steps.push(Step::RestorePrevious {
+                p.steps
+                    .extend([Step::Start, Step::ApplyUsers, Step::HealthGate]);
+                return Err(Stop::Planned);
+            }
+            if let Some(prev) = previous {
+                p.steps.push(Step::RemovePrevious {
                     id: prev.id.clone(),
                 });
-                p.steps.push(Step::ApplyUsers);
-                p.steps.push(Step::HealthGate);
-                return p;
             }
-            (Some(a), _) if !matches_target(a, &target, hash) => {
-                // Keep what runs; make sure it runs.
-                if !a.is_running() {
-                    p.drift.push(DriftKind::Stopped);
-                    p.action = Action::Start;
-                    p.notes.push(why);
-                    p.steps
-                        .extend([Step::Start, Step::ApplyUsers, Step::HealthGate]);
-                    return p;
-                }
-                if let Some(prev) = previous {
-                    p.steps.push(Step::RemovePrevious {
-                        id: prev.id.clone(),
-                    });
-                }
-                return blocked(p, "FailedTarget", why);
-            }
-            (None, None) => return blocked(p, "FailedTarget", why),
-            // The active container is the failed target itself (no rollback possible or policy never):
-            // fall through and keep it as it is.
-            _ => p.notes.push(why),
+            Err(Stop::Blocked(BlockReason::FailedTarget, why))
+        }
+        (None, None) => Err(Stop::Blocked(BlockReason::FailedTarget, why)),
+        // The active container is the failed target itself (no rollback possible or policy never):
+        // keep it as it is.
+        _ => {
+            p.notes.push(why);
+            Ok(())
         }
     }
+}
 
-    // 4. Compare.
-    let pull = Step::Pull {
-        reference: d.pinned_reference(&target),
-    };
-    let preflight = d.spec.update.preflight;
-    if d.start_first() {
-        start_first(&mut p, d, o, &target, pull, preflight);
-    } else {
-        stop_first(&mut p, d, i, &target, pull, preflight);
+/// Policy monitor never changes a running object: an update becomes a note.
+fn monitor_only(p: &mut Plan, i: &Inputs<'_>, target: &str) -> Result<(), Stop> {
+    if i.desired.spec.update.policy != UpdatePolicy::Monitor || !matches!(p.action, Action::Update)
+    {
+        return Ok(());
     }
-
-    // 5. policy monitor never changes a running object.
-    if d.spec.update.policy == UpdatePolicy::Monitor && matches!(p.action, Action::Update) {
-        let why = format!(
-            "drift found ({}); policy monitor changes nothing",
-            p.notes.join("; ")
-        );
-        p.steps.clear();
-        if active_digest.as_deref() != Some(target.as_str()) {
-            p.available_digest = Some(target.clone());
-        }
-        return blocked(p, "MonitorOnly", why);
+    let why = format!(
+        "drift found ({}); policy monitor changes nothing",
+        p.notes.join("; ")
+    );
+    p.steps.clear();
+    let active_digest = i.observed.active.as_ref().and_then(digest_of);
+    if active_digest != Some(target) {
+        p.available_digest = Some(target.to_owned());
     }
-    p
+    Err(Stop::Blocked(BlockReason::MonitorOnly, why))
 }
 
 /// The start of every update: ensure volumes, pull, and preflight the target when it is on.
@@ -730,11 +807,8 @@ fn stop_first(
     }
 }
 
-fn blocked(mut p: Plan, reason: &str, message: String) -> Plan {
-    p.action = Action::Blocked {
-        reason: reason.to_owned(),
-        message,
-    };
+fn blocked(mut p: Plan, reason: BlockReason, message: String) -> Plan {
+    p.action = Action::Blocked { reason, message };
     p
 }
 
@@ -1068,7 +1142,7 @@ mod tests {
         c.memory.record_failed(D2, &h, "HTTP 500", Utc::now());
         let p = run(&d, &c);
         assert!(
-            matches!(&p.action, Action::Blocked { reason, .. } if reason == "FailedTarget"),
+            matches!(&p.action, Action::Blocked { reason, .. } if *reason == BlockReason::FailedTarget),
             "{p:?}"
         );
         assert!(p.steps.is_empty());
@@ -1168,7 +1242,7 @@ mod tests {
         c.registry = RegistryAnswer::Error("connection refused".into());
         let p = run(&d, &c);
         assert!(
-            matches!(&p.action, Action::Blocked { reason, .. } if reason == "RegistryUnavailable")
+            matches!(&p.action, Action::Blocked { reason, .. } if *reason == BlockReason::RegistryUnavailable)
         );
         assert!(p.steps.is_empty());
     }
@@ -1203,7 +1277,9 @@ mod tests {
             registry: RegistryAnswer::Digest(D1.into()),
         };
         let p = run(&d, &c);
-        assert!(matches!(&p.action, Action::Blocked { reason, .. } if reason == "NameConflict"));
+        assert!(
+            matches!(&p.action, Action::Blocked { reason, .. } if *reason == BlockReason::NameConflict)
+        );
         assert!(p.steps.is_empty());
     }
 
@@ -1224,7 +1300,7 @@ mod tests {
         };
         let p = run(&d, &c);
         assert!(matches!(&p.action, Action::Blocked { reason, message }
-            if reason == "NameConflict" && message.contains("\"host-b\"")));
+            if *reason == BlockReason::NameConflict && message.contains("\"host-b\"")));
         assert!(p.steps.is_empty());
     }
 

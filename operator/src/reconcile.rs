@@ -9,12 +9,12 @@ use serde::Serialize;
 
 use crate::desired::{DesiredContainer, DesiredError};
 use crate::engine::{ContainerInfo, Engine, EngineError, auth};
-use crate::execute::{Executor, Outcome, Reporter, probe_object};
-use crate::health::ProbeResult;
+use crate::execute::{Executor, Outcome, Phase, Reporter};
+use crate::health::{ProbeResult, probe_container};
 use crate::observe::{Observed, digest_of};
-use crate::plan::{Inputs, Plan, RegistryAnswer, plan};
+use crate::plan::{BlockReason, Inputs, Plan, RegistryAnswer, plan};
 use crate::spec::Container;
-use crate::status::{ConditionType, ObjectStatus, Store, StoreError};
+use crate::status::{ConditionType, ObjectStatus, Reason, Store, StoreError};
 use crate::switch::{SwitchClient, SwitchError};
 use crate::telemetry::{Metrics, metrics};
 
@@ -97,7 +97,7 @@ impl Report {
         }
         match &self.outcome {
             Some(Outcome::Converged | Outcome::Changed { .. }) => true,
-            Some(Outcome::Blocked { reason, .. }) => reason == "MonitorOnly",
+            Some(Outcome::Blocked { reason, .. }) => *reason == BlockReason::MonitorOnly,
             _ => false,
         }
     }
@@ -226,10 +226,10 @@ pub async fn reconcile(
                 status.last_error = Some(e.to_string());
                 status.last_reconcile = Some(now);
                 let reason = match &e {
-                    ReconcileError::Desired(_) => "SpecUnresolvable",
-                    ReconcileError::Observe(_) => "EngineUnavailable",
-                    ReconcileError::State(_) => "StateUnwritable",
-                    ReconcileError::Proxy(_) => "ProxyUnavailable",
+                    ReconcileError::Desired(_) => Reason::SpecUnresolvable,
+                    ReconcileError::Observe(_) => Reason::EngineUnavailable,
+                    ReconcileError::State(_) => Reason::StateUnwritable,
+                    ReconcileError::Proxy(_) => Reason::ProxyUnavailable,
                 };
                 status.set_condition(ConditionType::Degraded, true, reason, &e.to_string(), now);
                 ctx.store.save(&status)?;
@@ -293,7 +293,9 @@ async fn finish_status(
     status.current_digest = active.as_ref().and_then(digest_of).map(str::to_owned);
     // Ready: the active container answers healthy now.
     let probe = match (&active, &obj.spec.health) {
-        (Some(c), Some(h)) if c.is_running() => probe_object(desired, c, h).await,
+        (Some(c), Some(h)) if c.is_running() => {
+            probe_container(c, &desired.spec.ports, h, &desired.probe_auth).await
+        }
         (Some(c), None) if c.is_running() => ProbeResult::Healthy { version: None },
         (Some(c), _) => ProbeResult::NotListening {
             message: format!("container is {}", c.state),
@@ -306,57 +308,12 @@ async fn finish_status(
         status.app_version = Some(v.clone());
     }
     let healthy = probe.is_healthy();
-    if healthy {
-        status.set_condition(
-            ConditionType::Ready,
-            true,
-            "Healthy",
-            &probe.describe(),
-            now,
-        );
+    let ready = if healthy {
+        Reason::Healthy
     } else {
-        status.set_condition(
-            ConditionType::Ready,
-            false,
-            "Unhealthy",
-            &probe.describe(),
-            now,
-        );
-    }
-    let (degraded, reason, message) = match outcome {
-        Outcome::Converged | Outcome::Changed { .. } => {
-            (false, "AsExpected".to_owned(), String::new())
-        }
-        Outcome::RolledBack { phase, reason } => (
-            true,
-            "RolledBack".to_owned(),
-            format!("{}: {reason}", phase.as_str()),
-        ),
-        Outcome::Rejected { reason } => (true, "PreflightFailed".to_owned(), reason.clone()),
-        Outcome::Failed { phase, reason } => (
-            true,
-            format!("{}Failed", capitalize(phase.as_str())),
-            reason.clone(),
-        ),
-        Outcome::Blocked { reason, message } if reason == "MonitorOnly" => {
-            (false, reason.clone(), message.clone())
-        }
-        Outcome::Blocked { reason, message } if reason == "FailedTarget" => {
-            // Keep the reason of the failure that put the target on the list (RolledBack,
-            // PreflightFailed); the message (which names that failure) is rebuilt each time, never
-            // appended to, so it stays the same across resyncs.
-            let kept = status
-                .condition(ConditionType::Degraded)
-                .filter(|c| c.status && c.reason != "FailedTarget")
-                .map(|c| c.reason.clone());
-            (
-                true,
-                kept.unwrap_or_else(|| reason.clone()),
-                message.clone(),
-            )
-        }
-        Outcome::Blocked { reason, message } => (true, reason.clone(), message.clone()),
+        Reason::Unhealthy
     };
+    status.set_condition(ConditionType::Ready, healthy, ready, &probe.describe(), now);
     // A target that failed before while something else serves (restored after a crash mid-rollback,
     // or kept): the object is not where the spec wants it.
     let failed_target = p
@@ -371,11 +328,16 @@ async fn finish_status(
                 f.reason
             )
         });
-    let (degraded, reason, message) = match (&failed_target, degraded) {
-        (Some(msg), false) => (true, "RolledBack".to_owned(), msg.clone()),
-        _ => (degraded, reason, message),
-    };
-    status.set_condition(ConditionType::Degraded, degraded, &reason, &message, now);
+    let kept = status
+        .condition(ConditionType::Degraded)
+        .filter(|c| c.status)
+        .map(|c| &c.reason);
+    let Degraded {
+        degraded,
+        reason,
+        message,
+    } = degraded(outcome, kept, failed_target.as_deref());
+    status.set_condition(ConditionType::Degraded, degraded, reason, &message, now);
     status.last_error = degraded.then(|| message.clone());
     // Same rule as the health monitor: ready = the active container answers healthy now.
     m.set_ready(name, healthy);
@@ -397,11 +359,57 @@ async fn finish_status(
     failed_target.is_some()
 }
 
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
-        .unwrap_or_default()
+/// The Degraded condition an outcome sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Degraded {
+    degraded: bool,
+    reason: Reason,
+    message: String,
+}
+
+/// Computes the Degraded condition from `outcome`. `kept` is the reason of the Degraded condition now
+/// true, if any; `failed_target` says why the target failed before while something else serves.
+fn degraded(outcome: &Outcome, kept: Option<&Reason>, failed_target: Option<&str>) -> Degraded {
+    let (degraded, reason, message) = match outcome {
+        Outcome::Converged | Outcome::Changed { .. } => (false, Reason::AsExpected, String::new()),
+        Outcome::RolledBack { phase, reason } => (
+            true,
+            Reason::RolledBack,
+            format!("{}: {reason}", phase.as_str()),
+        ),
+        Outcome::Rejected { reason } => (true, Reason::Failed(Phase::Preflight), reason.clone()),
+        Outcome::Failed { phase, reason } => (true, Reason::Failed(*phase), reason.clone()),
+        Outcome::Blocked {
+            reason: BlockReason::MonitorOnly,
+            message,
+        } => (false, Reason::MonitorOnly, message.clone()),
+        Outcome::Blocked {
+            reason: BlockReason::FailedTarget,
+            message,
+        } => {
+            // Keep the reason of the failure that put the target on the list (RolledBack,
+            // PreflightFailed); the message (which names that failure) is rebuilt each time, never
+            // appended to, so it stays the same across resyncs.
+            let reason = kept
+                .filter(|r| **r != Reason::FailedTarget)
+                .cloned()
+                .unwrap_or(Reason::FailedTarget);
+            (true, reason, message.clone())
+        }
+        Outcome::Blocked { reason, message } => (true, reason.reason(), message.clone()),
+    };
+    match (failed_target, degraded) {
+        (Some(msg), false) => Degraded {
+            degraded: true,
+            reason: Reason::RolledBack,
+            message: msg.to_owned(),
+        },
+        _ => Degraded {
+            degraded,
+            reason,
+            message,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -463,5 +471,32 @@ mod tests {
             .await
             .expect("plan");
         assert_eq!(r.plan.target_digest.as_deref(), Some(D1));
+    }
+
+    #[test]
+    fn degraded_is_computed_from_the_outcome() {
+        let blocked = |reason| Outcome::Blocked {
+            reason,
+            message: "m".into(),
+        };
+        let d = degraded(&blocked(BlockReason::MonitorOnly), None, None);
+        assert_eq!((d.degraded, d.reason), (false, Reason::MonitorOnly));
+        // A failed target keeps the reason of the failure that put it on the list.
+        let d = degraded(
+            &blocked(BlockReason::FailedTarget),
+            Some(&Reason::RolledBack),
+            None,
+        );
+        assert_eq!((d.degraded, d.reason), (true, Reason::RolledBack));
+        let d = degraded(&blocked(BlockReason::FailedTarget), None, None);
+        assert_eq!(d.reason, Reason::FailedTarget);
+        let failed = Outcome::Failed {
+            phase: Phase::Pull,
+            reason: "down".into(),
+        };
+        assert_eq!(degraded(&failed, None, None).reason.as_str(), "PullFailed");
+        // Converged, but a failed target while the previous version serves is still degraded.
+        let d = degraded(&Outcome::Converged, None, Some("x failed"));
+        assert_eq!((d.degraded, d.reason), (true, Reason::RolledBack));
     }
 }

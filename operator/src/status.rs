@@ -27,6 +27,281 @@ pub enum ConditionType {
     Degraded,
 }
 
+/// The phase of an update that failed (error messages, `rollbacks_total{reason}`, the `<Phase>Failed`
+/// condition reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Registry credentials.
+    Credentials,
+    /// Pull.
+    Pull,
+    /// Preflight.
+    Preflight,
+    /// Stopping the running container.
+    Stop,
+    /// Creating the new container.
+    Create,
+    /// Starting.
+    Start,
+    /// Users inside the container.
+    Users,
+    /// Health gate.
+    Health,
+    /// Cleaning up.
+    Cleanup,
+    /// Restoring the previous container.
+    Restore,
+    /// Switching `dockop proxy`'s route (start-first).
+    Switch,
+}
+
+impl Phase {
+    /// Label / reason text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Credentials => "credentials",
+            Phase::Pull => "pull",
+            Phase::Preflight => "preflight",
+            Phase::Stop => "stop",
+            Phase::Create => "create",
+            Phase::Start => "start",
+            Phase::Users => "users",
+            Phase::Health => "health",
+            Phase::Cleanup => "cleanup",
+            Phase::Restore => "restore",
+            Phase::Switch => "switch",
+        }
+    }
+
+    /// The condition reason of a change that failed in this phase (`PullFailed`, ...).
+    fn failed_reason(self) -> &'static str {
+        match self {
+            Phase::Credentials => "CredentialsFailed",
+            Phase::Pull => "PullFailed",
+            Phase::Preflight => "PreflightFailed",
+            Phase::Stop => "StopFailed",
+            Phase::Create => "CreateFailed",
+            Phase::Start => "StartFailed",
+            Phase::Users => "UsersFailed",
+            Phase::Health => "HealthFailed",
+            Phase::Cleanup => "CleanupFailed",
+            Phase::Restore => "RestoreFailed",
+            Phase::Switch => "SwitchFailed",
+        }
+    }
+}
+
+const PHASES: [Phase; 11] = [
+    Phase::Credentials,
+    Phase::Pull,
+    Phase::Preflight,
+    Phase::Stop,
+    Phase::Create,
+    Phase::Start,
+    Phase::Users,
+    Phase::Health,
+    Phase::Cleanup,
+    Phase::Restore,
+    Phase::Switch,
+];
+
+/// The CamelCase reason of a condition, as in Kubernetes. Stored as its text; a text this version does not
+/// know (written by a newer dockop) reads back as [`Reason::Other`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Ready: the active container answers healthy.
+    Healthy,
+    /// Not ready: it does not.
+    Unhealthy,
+    /// Progressing: a change is under way.
+    Reconciling,
+    /// Progressing ended.
+    Idle,
+    /// Not degraded.
+    AsExpected,
+    /// The last change failed and the previous version serves again.
+    RolledBack,
+    /// The change failed in this phase and could not be rolled back (`PullFailed`, ...), or preflight
+    /// rejected it (`PreflightFailed`).
+    Failed(Phase),
+    /// A container with the object's name is not this instance's.
+    NameConflict,
+    /// The registry could not resolve the tag.
+    RegistryUnavailable,
+    /// No image digest to run.
+    NoTarget,
+    /// The target failed before and is not retried.
+    FailedTarget,
+    /// Drift found; `update.policy: monitor` changes nothing.
+    MonitorOnly,
+    /// The desired state could not be built (env files, secrets).
+    SpecUnresolvable,
+    /// The engine could not be observed.
+    EngineUnavailable,
+    /// The state directory could not be written.
+    StateUnwritable,
+    /// `dockop proxy` could not be asked.
+    ProxyUnavailable,
+    /// The object's file is invalid; its last valid version is kept.
+    SpecInvalid,
+    /// The object is no longer in the source; its container is left running.
+    Orphaned,
+    /// A `dependsOn` object is not Ready yet.
+    WaitingForDependency,
+    /// A reason this version does not know.
+    Other(String),
+}
+
+impl Reason {
+    /// The reason's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Reason::Healthy => "Healthy",
+            Reason::Unhealthy => "Unhealthy",
+            Reason::Reconciling => "Reconciling",
+            Reason::Idle => "Idle",
+            Reason::AsExpected => "AsExpected",
+            Reason::RolledBack => "RolledBack",
+            Reason::Failed(p) => p.failed_reason(),
+            Reason::NameConflict => "NameConflict",
+            Reason::RegistryUnavailable => "RegistryUnavailable",
+            Reason::NoTarget => "NoTarget",
+            Reason::FailedTarget => "FailedTarget",
+            Reason::MonitorOnly => "MonitorOnly",
+            Reason::SpecUnresolvable => "SpecUnresolvable",
+            Reason::EngineUnavailable => "EngineUnavailable",
+            Reason::StateUnwritable => "StateUnwritable",
+            Reason::ProxyUnavailable => "ProxyUnavailable",
+            Reason::SpecInvalid => "SpecInvalid",
+            Reason::Orphaned => "Orphaned",
+            Reason::WaitingForDependency => "WaitingForDependency",
+            Reason::Other(s) => s,
+        }
+    }
+
+    /// The reason named by `text`.
+    pub fn parse(text: &str) -> Reason {
+        const KNOWN: [Reason; 18] = [
+            Reason::Healthy,
+            Reason::Unhealthy,
+            Reason::Reconciling,
+            Reason::Idle,
+            Reason::AsExpected,
+            Reason::RolledBack,
+            Reason::NameConflict,
+            Reason::RegistryUnavailable,
+            Reason::NoTarget,
+            Reason::FailedTarget,
+            Reason::MonitorOnly,
+            Reason::SpecUnresolvable,
+            Reason::EngineUnavailable,
+            Reason::StateUnwritable,
+            Reason::ProxyUnavailable,
+            Reason::SpecInvalid,
+            Reason::Orphaned,
+            Reason::WaitingForDependency,
+        ];
+        KNOWN
+            .into_iter()
+            .chain(PHASES.map(Reason::Failed))
+            .find(|r| r.as_str() == text)
+            .unwrap_or_else(|| Reason::Other(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Reason {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Ok(Reason::parse(&text))
+    }
+}
+
+/// What a recorded change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeAction {
+    /// Created the container.
+    Create,
+    /// Started the stopped container.
+    Start,
+    /// Replaced it (digest or spec drift).
+    Update,
+    /// Finished an interrupted update.
+    Resume,
+    /// Put the previous container back.
+    Restore,
+    /// Pointed `dockop proxy` at the active container.
+    Switch,
+    /// Nothing planned (a users check that failed).
+    None,
+}
+
+impl ChangeAction {
+    /// Text (`create`, `update`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Create => "create",
+            ChangeAction::Start => "start",
+            ChangeAction::Update => "update",
+            ChangeAction::Resume => "resume",
+            ChangeAction::Restore => "restore",
+            ChangeAction::Switch => "switch",
+            ChangeAction::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a recorded change ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeResult {
+    /// It passed the health gate.
+    Succeeded,
+    /// It failed and the previous version serves again.
+    RolledBack,
+    /// It failed and could not be rolled back.
+    Failed,
+    /// Preflight rejected it; nothing was touched.
+    RejectedPreflight,
+}
+
+impl ChangeResult {
+    /// Label / text (`updates_total{result}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeResult::Succeeded => "succeeded",
+            ChangeResult::RolledBack => "rolled_back",
+            ChangeResult::Failed => "failed",
+            ChangeResult::RejectedPreflight => "rejected_preflight",
+        }
+    }
+}
+
+impl std::fmt::Display for ChangeResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A condition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -36,8 +311,8 @@ pub struct Condition {
     pub type_: ConditionType,
     /// True or false.
     pub status: bool,
-    /// CamelCase reason.
-    pub reason: String,
+    /// Why it has this status.
+    pub reason: Reason,
     /// Human message.
     pub message: String,
     /// When `status` last changed.
@@ -50,16 +325,16 @@ pub struct Condition {
 pub struct Change {
     /// When it finished.
     pub at: DateTime<Utc>,
-    /// `create`, `update`, `start`, `rollback`, `restore`, ...
-    pub action: String,
+    /// What it did.
+    pub action: ChangeAction,
     /// Digest before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_digest: Option<String>,
     /// Digest after (the target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to_digest: Option<String>,
-    /// `succeeded`, `rolled_back`, `failed`, `rejected_preflight`.
-    pub result: String,
+    /// How it ended.
+    pub result: ChangeResult,
     /// Why it was made or why it failed.
     pub message: String,
     /// Seconds it took.
@@ -190,7 +465,7 @@ impl ObjectStatus {
         &mut self,
         type_: ConditionType,
         status: bool,
-        reason: &str,
+        reason: Reason,
         message: &str,
         now: DateTime<Utc>,
     ) {
@@ -200,13 +475,13 @@ impl ObjectStatus {
                     c.last_transition_time = now;
                 }
                 c.status = status;
-                reason.clone_into(&mut c.reason);
+                c.reason = reason;
                 message.clone_into(&mut c.message);
             }
             None => self.conditions.push(Condition {
                 type_,
                 status,
-                reason: reason.to_owned(),
+                reason,
                 message: message.to_owned(),
                 last_transition_time: now,
             }),
@@ -649,15 +924,15 @@ mod tests {
     fn conditions_keep_transition_time() {
         let mut s = ObjectStatus::new("x");
         let t0 = Utc::now();
-        s.set_condition(ConditionType::Ready, true, "Healthy", "ok", t0);
+        s.set_condition(ConditionType::Ready, true, Reason::Healthy, "ok", t0);
         let t1 = t0 + chrono::Duration::seconds(5);
-        s.set_condition(ConditionType::Ready, true, "Healthy", "still ok", t1);
+        s.set_condition(ConditionType::Ready, true, Reason::Healthy, "still ok", t1);
         assert_eq!(
             s.condition(ConditionType::Ready)
                 .map(|c| c.last_transition_time),
             Some(t0)
         );
-        s.set_condition(ConditionType::Ready, false, "Unhealthy", "bad", t1);
+        s.set_condition(ConditionType::Ready, false, Reason::Unhealthy, "bad", t1);
         assert_eq!(
             s.condition(ConditionType::Ready)
                 .map(|c| c.last_transition_time),
@@ -671,15 +946,44 @@ mod tests {
         for i in 0..30 {
             s.record_change(Change {
                 at: Utc::now(),
-                action: "update".into(),
+                action: ChangeAction::Update,
                 from_digest: None,
                 to_digest: None,
-                result: "succeeded".into(),
+                result: ChangeResult::Succeeded,
                 message: i.to_string(),
                 seconds: 0.0,
             });
         }
         assert_eq!(s.history.len(), HISTORY_LEN);
         assert_eq!(s.history.front().map(|c| c.message.as_str()), Some("29"));
+    }
+
+    #[test]
+    fn reasons_read_back_as_written_and_unknown_ones_are_kept() {
+        for text in [
+            "Healthy",
+            "PullFailed",
+            "PreflightFailed",
+            "SwitchFailed",
+            "WaitingForDependency",
+            "FailedTarget",
+        ] {
+            let r: Reason = serde_json::from_str(&format!("\"{text}\"")).expect("reason");
+            assert!(!matches!(r, Reason::Other(_)), "{text}");
+            assert_eq!(
+                serde_json::to_string(&r).expect("json"),
+                format!("\"{text}\"")
+            );
+        }
+        assert_eq!(
+            Reason::parse("PreflightFailed"),
+            Reason::Failed(Phase::Preflight)
+        );
+        assert_eq!(
+            Reason::parse("SomethingNewer"),
+            Reason::Other("SomethingNewer".into())
+        );
+        let c: ChangeResult = serde_json::from_str("\"rejected_preflight\"").expect("result");
+        assert_eq!(c, ChangeResult::RejectedPreflight);
     }
 }

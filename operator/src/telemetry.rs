@@ -131,8 +131,15 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.5, 12))
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    fn new() -> Self {
+    /// A fresh registry with every family (the front end builds one; tests build their own).
+    pub fn new() -> Self {
         let mut registry = Registry::with_prefix("dockop");
         let m = Metrics {
             reconcile_total: Family::default(),

@@ -19,7 +19,9 @@ use crate::spec::Container;
 use crate::spec::commands::load_paths_or_stdin;
 use crate::spec::load::Loaded;
 use crate::spec::order::{removal_order, start_layers};
-use crate::status::{ConditionType, Hold, ObjectStatus, Store, default_state_dir};
+use crate::status::{
+    ChangeAction, ChangeResult, ConditionType, Hold, ObjectStatus, Store, default_state_dir,
+};
 
 /// Exit code of `plan` when changes are pending.
 const EXIT_CHANGES: u8 = 2;
@@ -873,11 +875,11 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         }
     };
     let mut status = store.load(name);
-    if let Some(c) = status
-        .last_change
-        .as_ref()
-        .filter(|c| c.action == "update" && c.result == "succeeded" && c.from_digest == c.to_digest)
-    {
+    if let Some(c) = status.last_change.as_ref().filter(|c| {
+        c.action == ChangeAction::Update
+            && c.result == ChangeResult::Succeeded
+            && c.from_digest == c.to_digest
+    }) {
         eprintln!(
             "error: the last change to {name} ({}) was to its spec, not its image digest ({}): `dockop rollback` goes back to a previous digest only\n  fix: revert the spec change in the file (or revert the git commit) and `dockop apply -f FILE`; under `dockop run` the reverted file or commit is applied on its own",
             c.at.format("%Y-%m-%d %H:%M:%S"),

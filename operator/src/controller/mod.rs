@@ -727,7 +727,7 @@ mod tests {
             .load(name)
             .condition(ConditionType::Degraded)
             .filter(|c| c.status)
-            .map(|c| c.reason.clone())
+            .map(|c| c.reason.to_string())
     }
 
     #[tokio::test]
@@ -820,7 +820,7 @@ mod tests {
         let waiting = h.store.load("proxy");
         let c = waiting.condition(ConditionType::Progressing);
         assert!(
-            c.is_some_and(|c| c.status && c.reason == worker::REASON_WAITING),
+            c.is_some_and(|c| c.status && c.reason == crate::status::Reason::WaitingForDependency),
             "{waiting:?}"
         );
         // The retry (backoff, about 1 s) creates app; then proxy follows.

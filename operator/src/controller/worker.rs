@@ -14,15 +14,8 @@ use crate::engine::{ContainerInfo, Engine, EngineError, LABEL_NAME};
 use crate::execute::Reporter;
 use crate::reconcile::{Ctx, Options, ReconcileError, Report, reconcile};
 use crate::spec::Container;
-use crate::status::{ConditionType, Store};
+use crate::status::{ConditionType, Reason, Store};
 use crate::telemetry::metrics;
-
-/// Condition reason of an object whose input is invalid (it keeps its last valid version).
-pub const REASON_SPEC_INVALID: &str = "SpecInvalid";
-/// Condition reason of an object no longer in the source (left running).
-pub const REASON_ORPHANED: &str = "Orphaned";
-/// Condition reason: a dependency (`dependsOn`) is not Ready yet.
-pub const REASON_WAITING: &str = "WaitingForDependency";
 
 /// What to do for one object.
 #[derive(Debug, Clone)]
@@ -185,7 +178,7 @@ impl Worker {
                 mark(
                     &self.ctx.store,
                     name,
-                    REASON_ORPHANED,
+                    Reason::Orphaned,
                     &format!(
                         "no longer in the source{}; its container is left running (dockop run --prune removes it)",
                         revision
@@ -205,7 +198,7 @@ impl Worker {
                 status.set_condition(
                     ConditionType::Progressing,
                     true,
-                    REASON_WAITING,
+                    Reason::WaitingForDependency,
                     &format!("waiting for {dependency} (dependsOn) to be Ready before any change"),
                     Utc::now(),
                 );
@@ -241,7 +234,7 @@ impl Worker {
             mark(
                 &self.ctx.store,
                 name,
-                REASON_SPEC_INVALID,
+                Reason::SpecInvalid,
                 &format!("the source has errors; the last valid version stays in force:\n{errors}"),
             );
         }
@@ -285,7 +278,7 @@ pub async fn prune_object(ctx: &Ctx, name: &str) -> Result<usize, EngineError> {
 }
 
 /// Sets condition Degraded=True with `reason` on `name`'s status.
-fn mark(store: &Store, name: &str, reason: &str, message: &str) {
+fn mark(store: &Store, name: &str, reason: Reason, message: &str) {
     let mut status = store.load(name);
     status.set_condition(ConditionType::Degraded, true, reason, message, Utc::now());
     status.last_error = Some(message.to_owned());
@@ -304,13 +297,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let store = Store::open(dir.path()).expect("store");
         let mut s = crate::status::ObjectStatus::new("web");
-        s.set_condition(ConditionType::Ready, true, "Healthy", "ok", Utc::now());
+        s.set_condition(
+            ConditionType::Ready,
+            true,
+            Reason::Healthy,
+            "ok",
+            Utc::now(),
+        );
         store.save(&s).expect("save");
-        mark(&store, "web", REASON_SPEC_INVALID, "a.yaml:3:1: bad");
+        mark(&store, "web", Reason::SpecInvalid, "a.yaml:3:1: bad");
         let s = store.load("web");
         assert!(s.is_ready());
         let d = s.condition(ConditionType::Degraded).expect("degraded");
-        assert_eq!(d.reason, REASON_SPEC_INVALID);
+        assert_eq!(d.reason, Reason::SpecInvalid);
         assert!(d.status);
     }
 }

@@ -454,7 +454,7 @@ mod tests {
         let mut failed_before = report(Action::Nothing, D1, D2, Outcome::Converged);
         failed_before.target_failed = true;
         let blocked = Outcome::Blocked {
-            reason: "NameConflict".into(),
+            reason: crate::plan::BlockReason::NameConflict,
             message: "a container named web exists".into(),
         };
         let table: Vec<Row> = vec![

@@ -1,81 +1,34 @@
 //! The executor: walks a [`Plan`] step by step through the [`Engine`] — the only code that changes
-//! anything on the engine — with the health gate, preflight and automatic rollback.
+//! anything on the engine — with preflight, the health gate ([`gate`]) and automatic rollback.
 //!
-//! Failure handling follows the update sequence of the guide: a failure before the running container is
-//! stopped (pull, preflight) touches nothing; a failure after it (create, start, users, health gate) removes
-//! the new container and restores `<name>-previous` — the same container, same ID — and records the target
-//! (digest + spec hash) as failed when the app itself said no (health, exit), so it is not retried until the
-//! spec or the registry digest changes.
+//! Each step either succeeds or fails with a [`StepError`] naming its [`Phase`]. What a failure must undo
+//! is one value, [`Fallback`], moved forward by the steps: a failure before anything serving was changed
+//! (pull, preflight, a start-first candidate before the switch) touches nothing; a failure after it
+//! (create, start, users, health gate) removes the new container and restores the old one — the same
+//! container, same ID — and records the target (digest + spec hash) as failed when the app itself said no
+//! (an unhealthy answer, an exit), so it is not retried until the spec or the registry digest changes.
 
-use std::time::{Duration, Instant};
+pub mod gate;
+
+use std::time::Instant;
 
 use chrono::Utc;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 
 use crate::desired::DesiredContainer;
-use crate::engine::{ContainerInfo, Engine, EngineError, RunState, auth};
-use crate::health::{ProbeResult, probe, probe_address};
+use crate::engine::{Engine, EngineError, auth};
 use crate::observe::{NEXT_SUFFIX, Observed, PREVIOUS_SUFFIX};
-use crate::plan::{Action, Plan, Step, short};
-use crate::spec::{Health, RollbackPolicy};
-use crate::status::{Change, ConditionType, ObjectStatus, Store};
-use crate::switch::SwitchClient;
+use crate::plan::{Action, BlockReason, Plan, Step, short};
+use crate::spec::RollbackPolicy;
+use crate::status::{
+    Change, ChangeAction, ChangeResult, ConditionType, ObjectStatus, Reason, Store,
+};
+use crate::switch::{SwitchClient, SwitchError};
 use crate::telemetry::{Metrics, metrics};
 use crate::users;
 
-/// Seconds a container without a health check must keep running to count as started.
-const NO_HEALTH_SETTLE: Duration = Duration::from_secs(2);
-/// Poll period while the app is not listening yet.
-const STARTUP_POLL: Duration = Duration::from_millis(200);
-
-/// The phase of an update that failed (error messages and `rollbacks_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Registry credentials.
-    Credentials,
-    /// Pull.
-    Pull,
-    /// Preflight.
-    Preflight,
-    /// Stopping the running container.
-    Stop,
-    /// Creating the new container.
-    Create,
-    /// Starting.
-    Start,
-    /// Users inside the container.
-    Users,
-    /// Health gate.
-    Health,
-    /// Cleaning up.
-    Cleanup,
-    /// Restoring the previous container.
-    Restore,
-    /// Switching `dockop proxy`'s route (start-first).
-    Switch,
-}
-
-impl Phase {
-    /// Label / reason text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Credentials => "credentials",
-            Phase::Pull => "pull",
-            Phase::Preflight => "preflight",
-            Phase::Stop => "stop",
-            Phase::Create => "create",
-            Phase::Start => "start",
-            Phase::Users => "users",
-            Phase::Health => "health",
-            Phase::Cleanup => "cleanup",
-            Phase::Restore => "restore",
-            Phase::Switch => "switch",
-        }
-    }
-}
+pub use crate::status::Phase;
+pub use gate::{Gate, GateError, HttpProber, Passed, Prober};
 
 /// How a plan's execution ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -109,9 +62,9 @@ pub enum Outcome {
     },
     /// Drift not acted on.
     Blocked {
-        /// Reason code.
-        reason: String,
-        /// Why.
+        /// Why not.
+        reason: BlockReason,
+        /// Why, for people.
         message: String,
     },
 }
@@ -154,12 +107,159 @@ impl Reporter for LogReporter {
     }
 }
 
-/// Why a gate or preflight said no.
+/// Why a step failed: its [`Phase`] and the cause. Only [`StepError::Gate`] with the app's own verdict
+/// makes the target remembered as failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// An engine call failed.
+    #[error("{source}")]
+    Engine {
+        /// The phase it failed in.
+        phase: Phase,
+        /// The engine's error.
+        source: EngineError,
+    },
+    /// The health gate (or preflight's gate) said no.
+    #[error("{source}")]
+    Gate {
+        /// [`Phase::Health`] or [`Phase::Preflight`].
+        phase: Phase,
+        /// The gate's verdict.
+        source: GateError,
+    },
+    /// The registry credentials could not be read.
+    #[error("{0}")]
+    Credentials(String),
+    /// Users inside the container could not be reconciled.
+    #[error("{0}")]
+    Users(String),
+    /// `dockop proxy` did not switch the route.
+    #[error("{0}")]
+    Switch(#[from] SwitchError),
+    /// A start-first step ran without a proxy client.
+    #[error("start-first needs dockop proxy, and this command has no proxy client")]
+    NoProxyClient,
+    /// The container to route to has no bridge address.
+    #[error("the new container has no bridge IP address to route to")]
+    NoRouteAddress,
+    /// A step needs a container and there is none.
+    #[error("no container to act on")]
+    NoTarget,
+}
+
+impl StepError {
+    /// The phase that failed.
+    pub fn phase(&self) -> Phase {
+        match self {
+            StepError::Engine { phase, .. } | StepError::Gate { phase, .. } => *phase,
+            StepError::Credentials(_) => Phase::Credentials,
+            StepError::Users(_) => Phase::Users,
+            StepError::Switch(_) | StepError::NoProxyClient | StepError::NoRouteAddress => {
+                Phase::Switch
+            }
+            StepError::NoTarget => Phase::Start,
+        }
+    }
+
+    /// True when the app itself said no (an unhealthy answer, an exit): the target is not retried.
+    pub fn is_app_verdict(&self) -> bool {
+        matches!(self, StepError::Gate { source, .. } if source.is_app_verdict())
+    }
+}
+
+fn engine_err(phase: Phase) -> impl Fn(EngineError) -> StepError {
+    move |source| StepError::Engine { phase, source }
+}
+
+/// Why a rollback failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    /// An engine call failed while removing the candidate or restoring the old container.
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// Nothing to restore.
+    #[error("nothing to roll back to")]
+    NothingToRestore,
+}
+
+/// The container a rollback brings back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Verdict {
-    /// The app's own verdict (health answer, exit): the target is remembered as failed.
-    app: bool,
-    message: String,
+pub enum RestoreTo {
+    /// `<name>-previous` (kept by this update or an interrupted one): renamed back and started.
+    Previous(String),
+    /// The active container this run stopped, still under the object's name: started again.
+    Stopped(String),
+}
+
+/// The executor's rollback state: what a failure from here on must undo. It starts from what was
+/// observed and only moves forward with the steps ([`Fallback::touch`], [`Fallback::kept`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// Nothing that serves has been changed: a failure leaves the running container alone (a start-first
+    /// candidate is removed). `previous` is a `<name>-previous` container that exists, if any.
+    Untouched {
+        /// The container kept as `<name>-previous`.
+        previous: Option<String>,
+    },
+    /// Something serving was changed (stopped, renamed, removed, switched), or the object was already
+    /// mid-change when this run began: a failure must bring this container back.
+    Restore(RestoreTo),
+    /// Something serving was changed and nothing is left to go back to: a failure is final.
+    Exposed,
+}
+
+impl Fallback {
+    /// The state at the start of a run: already mid-change (`resuming`) or not.
+    fn at_start(previous: Option<String>, resuming: bool) -> Self {
+        match (previous, resuming) {
+            (previous, false) => Fallback::Untouched { previous },
+            (Some(p), true) => Fallback::Restore(RestoreTo::Previous(p)),
+            (None, true) => Fallback::Exposed,
+        }
+    }
+
+    /// Something serving was changed: a kept previous container becomes the one to restore.
+    fn touch(&mut self) {
+        if let Fallback::Untouched { previous } = self {
+            *self = match previous.take() {
+                Some(p) => Fallback::Restore(RestoreTo::Previous(p)),
+                None => Fallback::Exposed,
+            };
+        }
+    }
+
+    /// The running container `id` was stopped under its name: restore it unless a previous one is kept.
+    fn stopped(&mut self, id: &str) {
+        self.touch();
+        if *self == Fallback::Exposed {
+            *self = Fallback::Restore(RestoreTo::Stopped(id.to_owned()));
+        }
+    }
+
+    /// Container `id` is now kept as `<name>-previous`.
+    fn kept(&mut self, id: &str) {
+        *self = match self {
+            Fallback::Untouched { .. } => Fallback::Untouched {
+                previous: Some(id.to_owned()),
+            },
+            _ => Fallback::Restore(RestoreTo::Previous(id.to_owned())),
+        };
+    }
+
+    /// Container `id` (kept as `<name>-previous`) is gone or serves again.
+    fn released(&mut self, id: &str) {
+        match self {
+            Fallback::Untouched { previous } if previous.as_deref() == Some(id) => {
+                *previous = None;
+            }
+            Fallback::Restore(RestoreTo::Previous(p)) if p == id => *self = Fallback::Exposed,
+            _ => {}
+        }
+    }
+
+    fn is_touched(&self) -> bool {
+        !matches!(self, Fallback::Untouched { .. })
+    }
 }
 
 /// Executes `plan` for `desired`; updates `status` (conditions, history, failed targets) in place.
@@ -171,20 +271,16 @@ pub struct Executor<'a> {
     reporter: &'a dyn Reporter,
     /// The container under test (new, or the unproven active one when resuming).
     candidate: Option<String>,
-    /// The container kept for rollback.
-    previous: Option<String>,
-    /// The active container stopped by this run and not yet renamed.
-    stopped_active: Option<String>,
+    /// What a failure must undo.
+    fallback: Fallback,
     /// A passed preflight candidate, removed concurrently with the next step.
     pending_removal: Option<String>,
     /// Where status is saved at the points a crash must not lose (a target recorded as failed).
     store: Option<&'a Store>,
     /// The admin client of `dockop proxy`, for start-first objects.
     switch: Option<&'a SwitchClient>,
-    /// Something serving was changed (stopped, renamed, removed) or no active container exists while a
-    /// previous one does: a failure from here on must restore the previous container.
-    touched: bool,
-    version: Option<String>,
+    /// Who probes the health path ([`HttpProber`] unless [`Executor::with_prober`]).
+    prober: Option<&'a dyn Prober>,
 }
 
 impl std::fmt::Debug for Executor<'_> {
@@ -192,15 +288,12 @@ impl std::fmt::Debug for Executor<'_> {
         f.debug_struct("Executor")
             .field("object", &self.desired.name)
             .field("candidate", &self.candidate)
+            .field("fallback", &self.fallback)
             .finish_non_exhaustive()
     }
 }
 
-type StepResult = Result<(), (Phase, String, bool)>;
-
-fn engine_err(phase: Phase) -> impl Fn(EngineError) -> (Phase, String, bool) {
-    move |e| (phase, e.to_string(), false)
-}
+type StepResult = Result<(), StepError>;
 
 impl<'a> Executor<'a> {
     /// An executor for one object.
@@ -218,13 +311,11 @@ impl<'a> Executor<'a> {
             status,
             reporter,
             candidate: None,
-            previous: None,
-            stopped_active: None,
-            touched: false,
+            fallback: Fallback::Untouched { previous: None },
             store: None,
             switch: None,
             pending_removal: None,
-            version: None,
+            prober: None,
         }
     }
 
@@ -238,6 +329,12 @@ impl<'a> Executor<'a> {
     /// Switches start-first routes through `client`.
     pub fn with_switch(mut self, client: &'a SwitchClient) -> Self {
         self.switch = Some(client);
+        self
+    }
+
+    /// Probes through `prober` instead of HTTP (tests script the app's answers).
+    pub fn with_prober(mut self, prober: &'a dyn Prober) -> Self {
+        self.prober = Some(prober);
         self
     }
 
@@ -263,10 +360,13 @@ impl<'a> Executor<'a> {
     #[tracing::instrument(skip_all, fields(object = %self.desired.name))]
     pub async fn run(mut self, plan: &Plan) -> Outcome {
         let started = Instant::now();
-        self.previous = self.observed.previous.as_ref().map(|c| c.id.clone());
         // Resuming or restoring means the object is already mid-change: a failure must roll back.
-        self.touched = matches!(plan.action, Action::Resume | Action::Restore)
-            || (self.observed.active.is_none() && self.previous.is_some());
+        let resuming = matches!(plan.action, Action::Resume | Action::Restore)
+            || (self.observed.active.is_none() && self.observed.previous.is_some());
+        self.fallback = Fallback::at_start(
+            self.observed.previous.as_ref().map(|c| c.id.clone()),
+            resuming,
+        );
         if matches!(plan.action, Action::Resume | Action::Start | Action::Switch) {
             self.candidate = self.observed.active.as_ref().map(|c| c.id.clone());
         }
@@ -277,7 +377,7 @@ impl<'a> Executor<'a> {
         if let Action::Blocked { reason, message } = &plan.action {
             self.cleanup_leftovers(plan).await;
             return Outcome::Blocked {
-                reason: reason.clone(),
+                reason: *reason,
                 message: message.clone(),
             };
         }
@@ -295,7 +395,7 @@ impl<'a> Executor<'a> {
             self.status.set_condition(
                 ConditionType::Progressing,
                 true,
-                "Reconciling",
+                Reason::Reconciling,
                 &what,
                 Utc::now(),
             );
@@ -329,55 +429,62 @@ impl<'a> Executor<'a> {
                 if matches!(plan.action, Action::Update | Action::Resume) {
                     Metrics::inc(&m.updates_total, self.name(), "result", "succeeded");
                 }
-                self.record(plan, action, "succeeded", plan.notes.join("; "), elapsed);
+                self.record(
+                    plan,
+                    action,
+                    ChangeResult::Succeeded,
+                    plan.notes.join("; "),
+                    elapsed,
+                );
                 Outcome::Changed {
-                    action: action.to_owned(),
+                    action: action.as_str().to_owned(),
                 }
             }
             Ok(()) => Outcome::Converged,
-            Err((Phase::Preflight, reason, _)) => {
+            Err(e) if e.phase() == Phase::Preflight => {
+                let reason = e.to_string();
                 let target = plan.target_digest.clone().unwrap_or_default();
                 self.status
                     .record_failed(&target, &self.desired.spec_hash, &reason, Utc::now());
-                Metrics::inc(
-                    &m.updates_total,
-                    self.name(),
-                    "result",
-                    "rejected_preflight",
-                );
-                self.record(
-                    plan,
-                    "update",
-                    "rejected_preflight",
-                    reason.clone(),
-                    elapsed,
-                );
+                let result = ChangeResult::RejectedPreflight;
+                Metrics::inc(&m.updates_total, self.name(), "result", result.as_str());
+                self.record(plan, ChangeAction::Update, result, reason.clone(), elapsed);
                 self.say(&format!(
                     "preflight rejected {}: {reason}; the running container was not touched",
                     short(&target)
                 ));
                 Outcome::Rejected { reason }
             }
-            Err((phase, reason, app_verdict)) => {
-                self.fail(plan, phase, reason, app_verdict, elapsed).await
-            }
+            Err(e) => self.fail(plan, e, elapsed).await,
         };
-        self.status
-            .set_condition(ConditionType::Progressing, false, "Idle", "", Utc::now());
+        self.status.set_condition(
+            ConditionType::Progressing,
+            false,
+            Reason::Idle,
+            "",
+            Utc::now(),
+        );
         outcome
     }
 
-    fn record(&mut self, plan: &Plan, action: &str, result: &str, message: String, seconds: f64) {
+    fn record(
+        &mut self,
+        plan: &Plan,
+        action: ChangeAction,
+        result: ChangeResult,
+        message: String,
+        seconds: f64,
+    ) {
         self.status.record_change(Change {
             at: Utc::now(),
-            action: action.to_owned(),
+            action,
             from_digest: plan.current_digest.clone(),
             to_digest: plan.target_digest.clone(),
-            result: result.to_owned(),
+            result,
             message,
             seconds: (seconds * 1000.0).round() / 1000.0,
         });
-        if result == "succeeded"
+        if result == ChangeResult::Succeeded
             && matches!(plan.action, Action::Update | Action::Resume)
             && plan.current_digest.is_some()
             && plan.current_digest != plan.target_digest
@@ -394,21 +501,16 @@ impl<'a> Executor<'a> {
         }
     }
 
-    async fn fail(
-        &mut self,
-        plan: &Plan,
-        phase: Phase,
-        reason: String,
-        app_verdict: bool,
-        elapsed: f64,
-    ) -> Outcome {
+    async fn fail(&mut self, plan: &Plan, error: StepError, elapsed: f64) -> Outcome {
         let m = metrics();
+        let phase = error.phase();
+        let reason = error.to_string();
         let target = plan.target_digest.clone().unwrap_or_default();
-        if app_verdict {
+        if error.is_app_verdict() {
             self.remember_failed(&target, &reason);
         }
         if self.desired.start_first()
-            && !self.touched
+            && !self.fallback.is_touched()
             && matches!(plan.action, Action::Update)
             && let Some(id) = self.candidate.take()
         {
@@ -422,34 +524,43 @@ impl<'a> Executor<'a> {
             ));
             return self.rolled_back(plan, phase, reason, elapsed);
         }
-        let can_roll_back = self.previous.is_some() || self.stopped_active.is_some();
-        if !self.touched
-            || !can_roll_back
-            || !matches!(
-                plan.action,
-                Action::Update | Action::Resume | Action::Restore
-            )
-        {
-            if matches!(plan.action, Action::Update | Action::Resume) {
-                Metrics::inc(&m.updates_total, self.name(), "result", "failed");
+        let restore = match &self.fallback {
+            Fallback::Restore(to)
+                if matches!(
+                    plan.action,
+                    Action::Update | Action::Resume | Action::Restore
+                ) =>
+            {
+                to.clone()
             }
-            self.record(
-                plan,
-                action_word(&plan.action),
-                "failed",
-                format!("{}: {reason}", phase.as_str()),
-                elapsed,
-            );
-            self.say(&format!("{} failed: {reason}", phase.as_str()));
-            return Outcome::Failed { phase, reason };
-        }
+            _ => {
+                if matches!(plan.action, Action::Update | Action::Resume) {
+                    Metrics::inc(&m.updates_total, self.name(), "result", "failed");
+                }
+                self.record(
+                    plan,
+                    action_word(&plan.action),
+                    ChangeResult::Failed,
+                    format!("{}: {reason}", phase.as_str()),
+                    elapsed,
+                );
+                self.say(&format!("{} failed: {reason}", phase.as_str()));
+                return Outcome::Failed { phase, reason };
+            }
+        };
         if self.desired.spec.update.rollback == RollbackPolicy::Never {
             Metrics::inc(&m.updates_total, self.name(), "result", "failed");
             let msg = format!(
                 "{}: {reason}; rollback is off (update.rollback: never), the failed container is left for inspection",
                 phase.as_str()
             );
-            self.record(plan, "update", "failed", msg.clone(), elapsed);
+            self.record(
+                plan,
+                ChangeAction::Update,
+                ChangeResult::Failed,
+                msg.clone(),
+                elapsed,
+            );
             self.say(&msg);
             return Outcome::Failed { phase, reason: msg };
         }
@@ -457,7 +568,7 @@ impl<'a> Executor<'a> {
             "{} failed: {reason}; rolling back",
             phase.as_str()
         ));
-        match self.roll_back().await {
+        match self.roll_back(restore).await {
             Ok(()) => {
                 self.say("rolled back: the previous container serves again");
                 self.rolled_back(plan, phase, reason, elapsed)
@@ -465,7 +576,13 @@ impl<'a> Executor<'a> {
             Err(e) => {
                 Metrics::inc(&m.updates_total, self.name(), "result", "failed");
                 let msg = format!("{}: {reason}; rollback failed too: {e}", phase.as_str());
-                self.record(plan, "update", "failed", msg.clone(), elapsed);
+                self.record(
+                    plan,
+                    ChangeAction::Update,
+                    ChangeResult::Failed,
+                    msg.clone(),
+                    elapsed,
+                );
                 Outcome::Failed {
                     phase: Phase::Restore,
                     reason: msg,
@@ -478,52 +595,44 @@ impl<'a> Executor<'a> {
     /// the traffic.
     fn rolled_back(&mut self, plan: &Plan, phase: Phase, reason: String, elapsed: f64) -> Outcome {
         let m = metrics();
-        Metrics::inc(&m.updates_total, self.name(), "result", "rolled_back");
+        let result = ChangeResult::RolledBack;
+        Metrics::inc(&m.updates_total, self.name(), "result", result.as_str());
         Metrics::inc(&m.rollbacks_total, self.name(), "reason", phase.as_str());
         self.record(
             plan,
-            "update",
-            "rolled_back",
+            ChangeAction::Update,
+            result,
             format!("{}: {reason}", phase.as_str()),
             elapsed,
         );
         Outcome::RolledBack { phase, reason }
     }
 
-    /// Removes the candidate and brings the previous container back under the object's name.
-    async fn roll_back(&mut self) -> Result<(), String> {
+    /// Removes the candidate and brings `to` back under the object's name.
+    async fn roll_back(&mut self, to: RestoreTo) -> Result<(), RollbackError> {
         if let Some(id) = self.candidate.take() {
-            self.engine
-                .remove(&id, false)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.engine.remove(&id, false).await?;
         }
         crate::fault::point("rollback-1");
-        let id = match (self.previous.take(), self.stopped_active.take()) {
-            (Some(prev), _) => {
-                self.engine
-                    .rename(&prev, self.name())
-                    .await
-                    .map_err(|e| e.to_string())?;
+        let id = match to {
+            RestoreTo::Previous(prev) => {
+                self.engine.rename(&prev, self.name()).await?;
                 prev
             }
-            (None, Some(active)) => active,
-            (None, None) => return Err("nothing to roll back to".into()),
+            RestoreTo::Stopped(active) => active,
         };
+        self.fallback = Fallback::Exposed;
         crate::fault::point("rollback-2");
-        self.engine.start(&id).await.map_err(|e| e.to_string())?;
+        self.engine.start(&id).await?;
         crate::fault::point("rollback-3");
-        if let Err((_, e, _)) = self.apply_users(&id).await {
+        if let Err(e) = self.apply_users(&id).await {
             tracing::warn!(object = %self.desired.name, error = %e, "users after rollback");
         }
         crate::fault::point("rollback-4");
-        match self.gate(&id).await {
-            Ok(()) => Ok(()),
-            Err(v) => {
-                tracing::warn!(object = %self.desired.name, "restored container is not healthy: {}", v.message);
-                Ok(())
-            }
+        if let Err(e) = self.gate(&id).await {
+            tracing::warn!(object = %self.desired.name, "restored container is not healthy: {e}");
         }
+        Ok(())
     }
 
     async fn step(&mut self, step: &Step) -> StepResult {
@@ -552,8 +661,7 @@ impl<'a> Executor<'a> {
             Step::Preflight { digest } => self.preflight(digest).await,
             Step::StopActive { id } => {
                 self.say("stopping the running container");
-                self.touched = true;
-                self.stopped_active = Some(id.clone());
+                self.fallback.stopped(id);
                 e.stop(id, self.desired.spec.stop_timeout_seconds)
                     .await
                     .map_err(engine_err(Phase::Stop))?;
@@ -562,12 +670,11 @@ impl<'a> Executor<'a> {
             Step::RenameToPrevious { id } => {
                 let new = format!("{}{PREVIOUS_SUFFIX}", self.name());
                 e.rename(id, &new).await.map_err(engine_err(Phase::Stop))?;
-                self.stopped_active = None;
-                self.previous = Some(id.clone());
+                self.fallback.kept(id);
                 Ok(())
             }
             Step::RemoveActive { id } => {
-                self.touched = true;
+                self.fallback.touch();
                 e.remove(id, false)
                     .await
                     .map_err(engine_err(Phase::Cleanup))
@@ -587,13 +694,22 @@ impl<'a> Executor<'a> {
                     Ok(()) => Ok(()),
                     // Docker cannot rename a container that is crash-looping ("sandbox not found"): when
                     // the candidate has exited, that exit is the verdict, not the rename.
-                    Err(err) => match e.inspect(&id).await.ok().flatten() {
-                        Some(info) => match self.exited(&info).await {
-                            Some(v) => Err((Phase::Health, v.message, v.app)),
-                            None => Err((Phase::Start, err.to_string(), false)),
-                        },
-                        None => Err((Phase::Start, err.to_string(), false)),
-                    },
+                    Err(err) => {
+                        let exit = match e.inspect(&id).await {
+                            Ok(Some(info)) => gate::exited(e, &info).await,
+                            _ => None,
+                        };
+                        Err(match exit {
+                            Some(source) => StepError::Gate {
+                                phase: Phase::Health,
+                                source,
+                            },
+                            None => StepError::Engine {
+                                phase: Phase::Start,
+                                source: err,
+                            },
+                        })
+                    }
                 }
             }
             Step::Create { digest } => {
@@ -614,9 +730,10 @@ impl<'a> Executor<'a> {
             }
             Step::HealthGate => {
                 let id = self.target_id()?;
-                self.gate(&id)
-                    .await
-                    .map_err(|v| (Phase::Health, v.message, v.app))
+                self.gate(&id).await.map_err(|source| StepError::Gate {
+                    phase: Phase::Health,
+                    source,
+                })
             }
             Step::SwitchRoute => self.switch_route().await,
             Step::RetireOld { id } => {
@@ -637,9 +754,7 @@ impl<'a> Executor<'a> {
                 e.remove(id, false)
                     .await
                     .map_err(engine_err(Phase::Cleanup))?;
-                if self.previous.as_deref() == Some(id.as_str()) {
-                    self.previous = None;
-                }
+                self.fallback.released(id);
                 Ok(())
             }
             Step::RestorePrevious { id } => {
@@ -647,7 +762,7 @@ impl<'a> Executor<'a> {
                     .await
                     .map_err(engine_err(Phase::Restore))?;
                 e.start(id).await.map_err(engine_err(Phase::Restore))?;
-                self.previous = None;
+                self.fallback.released(id);
                 self.candidate = Some(id.clone());
                 Ok(())
             }
@@ -657,31 +772,18 @@ impl<'a> Executor<'a> {
     /// Points the proxy's route at the candidate (or active) container and waits for the drain.
     async fn switch_route(&mut self) -> StepResult {
         let id = self.target_id()?;
-        let Some(client) = self.switch else {
-            return Err((
-                Phase::Switch,
-                "start-first needs dockop proxy, and this command has no proxy client".into(),
-                false,
-            ));
-        };
+        let client = self.switch.ok_or(StepError::NoProxyClient)?;
         let ip = self
             .engine
             .inspect(&id)
             .await
             .map_err(engine_err(Phase::Switch))?
             .and_then(|c| c.ip_address)
-            .ok_or((
-                Phase::Switch,
-                "the new container has no bridge IP address to route to".to_owned(),
-                false,
-            ))?;
+            .ok_or(StepError::NoRouteAddress)?;
         let route = self.desired.route(&id, &ip);
-        let report = client
-            .switch(self.name(), &route)
-            .await
-            .map_err(|e| (Phase::Switch, e.to_string(), false))?;
+        let report = client.switch(self.name(), &route).await?;
         // From here the new container serves: a later failure must not remove it.
-        self.touched = true;
+        self.fallback.touch();
         let left = if report.left_open == 0 {
             "drained".to_owned()
         } else {
@@ -694,11 +796,11 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn target_id(&self) -> Result<String, (Phase, String, bool)> {
+    fn target_id(&self) -> Result<String, StepError> {
         self.candidate
             .clone()
             .or_else(|| self.observed.active.as_ref().map(|c| c.id.clone()))
-            .ok_or((Phase::Start, "no container to act on".to_owned(), false))
+            .ok_or(StepError::NoTarget)
     }
 
     async fn apply_users(&mut self, id: &str) -> StepResult {
@@ -717,11 +819,11 @@ impl<'a> Executor<'a> {
                     self.say(&format!("users: {}", report.summary));
                 }
                 if let Some(err) = report.error {
-                    return Err((Phase::Users, err, false));
+                    return Err(StepError::Users(err));
                 }
                 Ok(())
             }
-            Err(e) => Err((Phase::Users, e.to_string(), false)),
+            Err(e) => Err(StepError::Users(e.to_string())),
         }
     }
 
@@ -735,8 +837,8 @@ impl<'a> Executor<'a> {
         {
             return Ok(());
         }
-        let creds = auth::credentials_for(reference)
-            .map_err(|e| (Phase::Credentials, e.to_string(), false))?;
+        let creds =
+            auth::credentials_for(reference).map_err(|e| StepError::Credentials(e.to_string()))?;
         self.say(&format!("pulling {reference}"));
         let name = self.desired.name.clone();
         let reporter = self.reporter;
@@ -778,12 +880,12 @@ impl<'a> Executor<'a> {
         let verdict = match self.engine.start(&id).await {
             Ok(()) => {
                 crate::fault::point("preflight-started");
-                self.gate(&id).await
+                self.gate(&id).await.map_err(|source| StepError::Gate {
+                    phase: Phase::Preflight,
+                    source,
+                })
             }
-            Err(e) => Err(Verdict {
-                app: false,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(engine_err(Phase::Preflight)(e)),
         };
         match verdict {
             Ok(()) => {
@@ -796,9 +898,9 @@ impl<'a> Executor<'a> {
                 ));
                 Ok(())
             }
-            Err(v) => {
+            Err(e) => {
                 self.remove_preflight(&id).await;
-                Err((Phase::Preflight, v.message, v.app))
+                Err(e)
             }
         }
     }
@@ -809,274 +911,35 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Probes container `id` until healthy, the startup deadline, `failureThreshold` counted failures
-    /// (see [`ProbeSchedule`]), or the container exiting.
-    async fn gate(&mut self, id: &str) -> Result<(), Verdict> {
-        let started = Instant::now();
-        let Some(h) = self.desired.spec.health.clone() else {
-            return self.settle(id, started).await;
+    /// Runs the health gate on container `id`; a healthy answer's version becomes the status's.
+    async fn gate(&mut self, id: &str) -> Result<(), GateError> {
+        let http = HttpProber {
+            ports: &self.desired.spec.ports,
+            auth: &self.desired.probe_auth,
         };
-        let deadline = started + Duration::from_secs(u64::from(h.startup_deadline_seconds));
-        let mut schedule = ProbeSchedule::new(&h, started);
-        let mut in_flight = FuturesUnordered::new();
-        let mut last: Option<ProbeResult> = None;
-        // The last real answer (not a timeout), for the verdict's message.
-        let mut answered: Option<ProbeResult> = None;
-        loop {
-            if schedule.due(Instant::now(), in_flight.len()) {
-                // One look at the container per probe: an exit fails the gate at once.
-                let info = self.running(id).await?;
-                let now = Instant::now();
-                schedule.launched(now);
-                let (desired, h) = (self.desired, &h);
-                in_flight.push(async move { (now, probe_object(desired, &info, h).await) });
-            }
-            let wake = schedule
-                .next_launch(Instant::now(), in_flight.len())
-                .map_or(deadline, |t| t.min(deadline));
-            let done = tokio::select! {
-                Some(done) = in_flight.next() => Some(done),
-                () = tokio::time::sleep_until(wake.into()) => None,
-            };
-            if let Some((launched, result)) = done {
-                match schedule.record(launched, &result) {
-                    Tally::Healthy => {
-                        if let ProbeResult::Healthy { version } = result {
-                            self.status.app_version = version.clone();
-                            self.version = version;
-                        }
-                        return Ok(());
-                    }
-                    Tally::Counted(failures) => {
-                        Metrics::inc_name(&metrics().health_probe_failures_total, self.name());
-                        if failures >= h.failure_threshold {
-                            // An answer (401, 500) says more than a timeout: name it even when a
-                            // slow probe was the last straw.
-                            let why = match (&result, &answered) {
-                                (ProbeResult::Timeout, Some(a)) => {
-                                    format!("{} (last: {})", a.describe(), result.describe())
-                                }
-                                _ => result.describe(),
-                            };
-                            return Err(Verdict {
-                                app: true,
-                                message: format!(
-                                    "{failures} unhealthy answers in a row on {}: {why}",
-                                    h.path
-                                ),
-                            });
-                        }
-                    }
-                    Tally::Uncounted => {}
-                }
-                if matches!(
-                    result,
-                    ProbeResult::Unhealthy { .. } | ProbeResult::Denied { .. }
-                ) {
-                    answered = Some(result.clone());
-                }
-                last = Some(result);
-            }
-            if Instant::now() >= deadline {
-                let last = last.map_or_else(|| "none finished".to_owned(), |r| r.describe());
-                return Err(Verdict {
-                    app: true,
-                    message: format!(
-                        "not healthy within startupDeadlineSeconds={} (last probe: {last})",
-                        h.startup_deadline_seconds
-                    ),
-                });
-            }
-        }
-    }
-
-    /// Without a health check: the container must keep running for [`NO_HEALTH_SETTLE`].
-    async fn settle(&mut self, id: &str, started: Instant) -> Result<(), Verdict> {
-        loop {
-            self.running(id).await?;
-            if started.elapsed() >= NO_HEALTH_SETTLE {
-                return Ok(());
-            }
-            tokio::time::sleep(STARTUP_POLL).await;
-        }
-    }
-
-    /// Inspects container `id`: its state while it runs, the verdict when it is gone or exited.
-    async fn running(&self, id: &str) -> Result<ContainerInfo, Verdict> {
-        let info = self.engine.inspect(id).await.map_err(|e| Verdict {
-            app: false,
-            message: e.to_string(),
-        })?;
-        let Some(info) = info else {
-            return Err(Verdict {
-                app: false,
-                message: "the container disappeared".into(),
-            });
+        let gate = Gate {
+            engine: self.engine,
+            health: self.desired.spec.health.as_ref(),
+            prober: self.prober.unwrap_or(&http),
+            name: &self.desired.name,
+            metrics: metrics(),
         };
-        match self.exited(&info).await {
-            Some(v) => Err(v),
-            None => Ok(info),
+        if let Passed::Healthy(version) = gate.run(id).await? {
+            self.status.app_version = version;
         }
-    }
-
-    async fn exited(&self, info: &ContainerInfo) -> Option<Verdict> {
-        if matches!(info.state, RunState::Running) {
-            return None;
-        }
-        if matches!(info.state, RunState::Created) {
-            return Some(Verdict {
-                app: false,
-                message: "the container was never started".into(),
-            });
-        }
-        let logs = self.engine.logs_tail(&info.id, 5).await.unwrap_or_default();
-        let logs = logs.trim();
-        let oom = if info.oom_killed {
-            " (killed: out of memory)"
-        } else {
-            ""
-        };
-        let mut message = format!("the container exited with code {}{oom}", info.exit_code);
-        if matches!(info.state, RunState::Restarting) {
-            message = format!(
-                "the container is restarting after exiting with code {}{oom}",
-                info.exit_code
-            );
-        }
-        if !logs.is_empty() {
-            message.push_str(&format!("; last log lines: {}", logs.replace('\n', " | ")));
-        }
-        Some(Verdict { app: true, message })
+        Ok(())
     }
 }
 
-/// Probes in flight at most while the app has not answered HTTP yet.
-const MAX_STARTUP_PROBES: usize = 8;
-
-/// What a finished probe did to the health gate's count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Tally {
-    /// Healthy: the gate passes.
-    Healthy,
-    /// A failure that counts; the number in a row so far.
-    Counted(u32),
-    /// Not counted: not listening yet, or a failure within `intervalSeconds` of the last counted one.
-    Uncounted,
-}
-
-/// When the health gate probes and how it counts what comes back.
-///
-/// Until the app first answers HTTP, a new probe starts every [`STARTUP_POLL`] even while earlier ones
-/// still wait (at most [`MAX_STARTUP_PROBES`]): some apps, OpenCode among them, accept a connection early in
-/// startup and never answer it, and waiting out that probe's `timeoutSeconds` would add it to every update.
-/// Once the app has answered, probes run one at a time at a fixed rate of `intervalSeconds`. A timeout or an
-/// unhealthy answer counts at most once per `intervalSeconds` (by launch time), so `failureThreshold` keeps
-/// meaning that many intervals of failure however many probes overlap; "not listening" is still starting
-/// and ends a run of failures.
-#[derive(Debug)]
-struct ProbeSchedule {
-    interval: Duration,
-    answered: bool,
-    last_launch: Option<Instant>,
-    failures: u32,
-    /// Launch time of the last counted failure.
-    last_counted: Option<Instant>,
-    /// Results of probes launched before this are stale for the count (a later probe saw "not listening").
-    epoch: Instant,
-}
-
-impl ProbeSchedule {
-    fn new(h: &Health, started: Instant) -> Self {
-        Self {
-            interval: Duration::from_secs(u64::from(h.interval_seconds)),
-            answered: false,
-            last_launch: None,
-            failures: 0,
-            last_counted: None,
-            epoch: started,
-        }
-    }
-
-    fn gap(&self) -> Duration {
-        if self.answered {
-            self.interval
-        } else {
-            STARTUP_POLL
-        }
-    }
-
-    /// Whether to launch a probe at `now` with `in_flight` running.
-    fn due(&self, now: Instant, in_flight: usize) -> bool {
-        self.next_launch(now, in_flight).is_some_and(|t| t <= now)
-    }
-
-    /// When the next probe may start (`now` or later); none until one of the `in_flight` finishes.
-    fn next_launch(&self, now: Instant, in_flight: usize) -> Option<Instant> {
-        let cap = if self.answered { 1 } else { MAX_STARTUP_PROBES };
-        (in_flight < cap).then(|| self.last_launch.map_or(now, |t| (t + self.gap()).max(now)))
-    }
-
-    fn launched(&mut self, at: Instant) {
-        self.last_launch = Some(at);
-    }
-
-    fn record(&mut self, launched: Instant, result: &ProbeResult) -> Tally {
-        match result {
-            ProbeResult::Healthy { .. } => return Tally::Healthy,
-            ProbeResult::NotListening { .. } => {
-                // Only news newer than the last counted failure ends the run.
-                if launched >= self.epoch && self.last_counted.is_none_or(|t| launched >= t) {
-                    self.epoch = launched;
-                    self.failures = 0;
-                    self.last_counted = None;
-                }
-                return Tally::Uncounted;
-            }
-            ProbeResult::Unhealthy { .. } | ProbeResult::Denied { .. } => self.answered = true,
-            ProbeResult::Timeout => {}
-        }
-        let too_soon = self
-            .last_counted
-            .is_some_and(|t| launched < t + self.interval);
-        if launched < self.epoch || too_soon {
-            return Tally::Uncounted;
-        }
-        self.failures += 1;
-        self.last_counted = Some(launched);
-        Tally::Counted(self.failures)
-    }
-}
-
-fn action_word(a: &Action) -> &'static str {
+fn action_word(a: &Action) -> ChangeAction {
     match a {
-        Action::Create => "create",
-        Action::Start => "start",
-        Action::Update => "update",
-        Action::Resume => "resume",
-        Action::Restore => "restore",
-        Action::Switch => "switch",
-        Action::Nothing | Action::Blocked { .. } => "none",
-    }
-}
-
-/// Probes the health path of container `info` with the object's credentials: on its bridge IP and
-/// container port, else on the published port ([`probe_address`]).
-pub async fn probe_object(
-    desired: &DesiredContainer,
-    info: &ContainerInfo,
-    h: &Health,
-) -> ProbeResult {
-    let timeout = Duration::from_secs(u64::from(h.timeout_seconds));
-    match probe_address(
-        info.ip_address.as_deref(),
-        info.engine_host.as_deref(),
-        &desired.spec.ports,
-        h.port,
-    ) {
-        Some((host, port)) => probe(&host, port, &h.path, timeout, &desired.probe_auth).await,
-        None => ProbeResult::NotListening {
-            message: "the container has no IP address and the health port is not published".into(),
-        },
+        Action::Create => ChangeAction::Create,
+        Action::Start => ChangeAction::Start,
+        Action::Update => ChangeAction::Update,
+        Action::Resume => ChangeAction::Resume,
+        Action::Restore => ChangeAction::Restore,
+        Action::Switch => ChangeAction::Switch,
+        Action::Nothing | Action::Blocked { .. } => ChangeAction::None,
     }
 }
 
@@ -1460,133 +1323,60 @@ mod tests {
         );
     }
 
-    /// An app that holds its first `hang` connections without an answer and answers the rest healthy.
-    async fn hanging_app(hang: usize) -> u16 {
-        app_holding(Arc::new(AtomicU16::new(200)), hang).await
-    }
-
-    /// Creates `obj` on an empty fake engine.
-    async fn create_once(obj: &Container) -> (Outcome, ObjectStatus) {
-        let engine = FakeEngine::new();
-        engine.push("reg/web:live", D1);
-        let mut status = ObjectStatus::new("web");
-        let out = reconcile_once(&engine, obj, &mut status).await;
-        (out, status)
-    }
-
-    #[tokio::test]
-    async fn gate_does_not_wait_on_a_connection_that_is_never_answered() {
-        // As OpenCode does early in its start. With a 30 s probe timeout and a 5 s deadline, a gate that
-        // waited on the first probe would fail.
-        let port = hanging_app(1).await;
-        let obj = container(&format!(
-            "image: reg/web:live\nhealth: {{path: /h, port: {port}, timeoutSeconds: 30, startupDeadlineSeconds: 5}}\n"
-        ));
-        let (out, status) = create_once(&obj).await;
+    #[test]
+    fn fallback_moves_forward_with_the_steps() {
+        // Stop-first update without a previous container: stop, rename, remove.
+        let mut f = Fallback::at_start(None, false);
+        assert!(!f.is_touched());
+        f.stopped("old");
+        assert_eq!(f, Fallback::Restore(RestoreTo::Stopped("old".into())));
+        f.kept("old");
+        assert_eq!(f, Fallback::Restore(RestoreTo::Previous("old".into())));
+        f.released("old");
+        assert_eq!(f, Fallback::Exposed);
+        // A kept previous container is what a stop restores, not the stopped one.
+        let mut f = Fallback::at_start(Some("prev".into()), false);
+        f.stopped("active");
+        assert_eq!(f, Fallback::Restore(RestoreTo::Previous("prev".into())));
+        // Resuming with only the previous container: restore it; without one, nothing to go back to.
         assert_eq!(
-            out,
-            Outcome::Changed {
-                action: "create".into()
-            }
+            Fallback::at_start(Some("prev".into()), true),
+            Fallback::Restore(RestoreTo::Previous("prev".into()))
         );
-        assert_eq!(status.app_version.as_deref(), Some("t"));
+        assert_eq!(Fallback::at_start(None, true), Fallback::Exposed);
+        // Removing a kept previous container before anything is touched leaves nothing to restore.
+        let mut f = Fallback::at_start(Some("prev".into()), false);
+        f.released("prev");
+        f.touch();
+        assert_eq!(f, Fallback::Exposed);
     }
 
-    #[tokio::test]
-    async fn gate_fails_an_app_that_never_answers() {
-        let port = hanging_app(usize::MAX).await;
-        let obj = container(&format!(
-            "image: reg/web:live\nhealth: {{path: /h, port: {port}, timeoutSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 30}}\n"
-        ));
-        let (out, _) = create_once(&obj).await;
-        assert!(
-            matches!(&out, Outcome::Failed { phase: Phase::Health, reason }
-                if reason.contains("2 unhealthy answers in a row") && reason.contains("no answer")),
-            "{out:?}"
-        );
-    }
-
-    fn schedule(interval: u32) -> (ProbeSchedule, Instant) {
-        let h = Health {
-            path: "/h".into(),
-            port: 1,
-            interval_seconds: interval,
-            timeout_seconds: 2,
-            failure_threshold: 3,
-            startup_deadline_seconds: 60,
-            basic_auth: None,
-            http_headers: Vec::new(),
+    #[test]
+    fn step_errors_name_their_phase_and_only_the_app_verdict_is_remembered() {
+        let gate = StepError::Gate {
+            phase: Phase::Health,
+            source: GateError::Deadline {
+                seconds: 5,
+                last: "none finished".into(),
+            },
         };
-        let t0 = Instant::now();
-        (ProbeSchedule::new(&h, t0), t0)
-    }
-
-    const UNHEALTHY: ProbeResult = ProbeResult::Unhealthy {
-        status: 500,
-        excerpt: String::new(),
-    };
-
-    fn refused() -> ProbeResult {
-        ProbeResult::NotListening {
-            message: "refused".into(),
-        }
-    }
-
-    #[test]
-    fn schedule_overlaps_probes_until_the_app_answers() {
-        let (mut s, t0) = schedule(1);
-        let ms = |n| t0 + Duration::from_millis(n);
-        assert!(s.due(t0, 0));
-        s.launched(t0);
-        // 200 ms later another starts though the first still waits, up to the cap.
-        assert!(!s.due(ms(100), 1));
-        assert_eq!(s.next_launch(ms(100), 1), Some(ms(200)));
-        assert!(s.due(ms(200), 1));
-        assert_eq!(s.next_launch(ms(200), MAX_STARTUP_PROBES), None);
-        // Once the app answered: one at a time, one per interval.
-        s.launched(ms(200));
-        assert_eq!(s.record(ms(200), &UNHEALTHY), Tally::Counted(1));
-        assert_eq!(s.next_launch(ms(300), 1), None);
-        assert_eq!(s.next_launch(ms(300), 0), Some(ms(1200)));
-    }
-
-    #[test]
-    fn schedule_counts_one_failure_per_interval() {
-        let (mut s, t0) = schedule(1);
-        let ms = |n| t0 + Duration::from_millis(n);
-        // Timeouts of probes started every 200 ms: only those a full interval apart count.
-        let tallies: Vec<Tally> = (0..11)
-            .map(|i| s.record(ms(i * 200), &ProbeResult::Timeout))
-            .collect();
-        let counted: Vec<u32> = tallies
-            .iter()
-            .filter_map(|t| match t {
-                Tally::Counted(n) => Some(*n),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(counted, [1, 2, 3]);
-        assert_eq!(tallies[5], Tally::Counted(2));
-        assert_eq!(tallies[10], Tally::Counted(3));
-    }
-
-    #[test]
-    fn schedule_not_listening_ends_a_run_but_stale_results_do_not() {
-        let (mut s, t0) = schedule(1);
-        let ms = |n| t0 + Duration::from_millis(n);
-        assert_eq!(s.record(ms(0), &ProbeResult::Timeout), Tally::Counted(1));
-        assert_eq!(s.record(ms(1000), &ProbeResult::Timeout), Tally::Counted(2));
-        // A probe started later found nothing listening: the run ends.
-        assert_eq!(s.record(ms(1400), &refused()), Tally::Uncounted);
-        // A timeout of a probe started before that is stale.
-        assert_eq!(s.record(ms(1200), &ProbeResult::Timeout), Tally::Uncounted);
-        // A not-listening of a probe started before the last counted failure does not end the run.
-        assert_eq!(s.record(ms(1600), &UNHEALTHY), Tally::Counted(1));
-        assert_eq!(s.record(ms(1500), &refused()), Tally::Uncounted);
-        assert_eq!(s.record(ms(2600), &UNHEALTHY), Tally::Counted(2));
-        assert_eq!(
-            s.record(ms(2800), &ProbeResult::Healthy { version: None }),
-            Tally::Healthy
-        );
+        assert_eq!(gate.phase(), Phase::Health);
+        assert!(gate.is_app_verdict());
+        let engine = StepError::Engine {
+            phase: Phase::Pull,
+            source: EngineError::Other {
+                op: Op::Pull,
+                message: "registry down".into(),
+            },
+        };
+        assert_eq!(engine.phase(), Phase::Pull);
+        assert!(!engine.is_app_verdict());
+        let gone = StepError::Gate {
+            phase: Phase::Preflight,
+            source: GateError::Disappeared,
+        };
+        assert!(!gone.is_app_verdict());
+        assert_eq!(StepError::NoProxyClient.phase(), Phase::Switch);
+        assert_eq!(StepError::NoTarget.to_string(), "no container to act on");
     }
 }

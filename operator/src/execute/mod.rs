@@ -958,47 +958,34 @@ mod tests {
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-    /// A tiny app whose health answer the test controls.
-    async fn app(status: Arc<AtomicU16>) -> u16 {
-        app_holding(status, 0).await
-    }
+    /// The app's health answer, set by the test: 200 healthy (version `t`), 401/403 denied, else
+    /// unhealthy with that status.
+    struct App(Arc<AtomicU16>);
 
-    /// [`app`], except that the first `hang` connections are held open and never answered.
-    async fn app_holding(status: Arc<AtomicU16>, hang: usize) -> u16 {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        tokio::spawn(async move {
-            let mut held = Vec::new();
-            loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    return;
-                };
-                if held.len() < hang {
-                    held.push(s);
-                    continue;
-                }
-                let code = status.load(Ordering::SeqCst);
-                tokio::spawn(async move {
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let body = format!(r#"{{"healthy":{},"version":"t"}}"#, code == 200);
-                    let resp = format!(
-                        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
+    #[async_trait::async_trait]
+    impl Prober for App {
+        async fn probe(
+            &self,
+            _info: &crate::engine::ContainerInfo,
+            _h: &crate::spec::Health,
+        ) -> crate::health::ProbeResult {
+            use crate::health::ProbeResult;
+            match self.0.load(Ordering::SeqCst) {
+                200 => ProbeResult::Healthy {
+                    version: Some("t".into()),
+                },
+                status @ (401 | 403) => ProbeResult::Denied { status, sent: None },
+                status => ProbeResult::Unhealthy {
+                    status,
+                    excerpt: String::new(),
+                },
             }
-        });
-        port
+        }
     }
 
-    fn object(port: u16, preflight: bool) -> Container {
+    fn object(preflight: bool) -> Container {
         container(&format!(
-            "image: reg/web:live\nhealth: {{path: /h, port: {port}, intervalSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 5}}\nupdate: {{preflight: {preflight}}}\n"
+            "image: reg/web:live\nhealth: {{path: /h, port: 80, intervalSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 5}}\nupdate: {{preflight: {preflight}}}\n"
         ))
     }
 
@@ -1022,6 +1009,7 @@ mod tests {
         engine: &FakeEngine,
         obj: &Container,
         status: &mut ObjectStatus,
+        health: &Arc<AtomicU16>,
     ) -> Outcome {
         let desired = DesiredContainer::build(obj).expect("desired");
         let observed = Observed::read(engine, "web", None).await.expect("observe");
@@ -1037,18 +1025,23 @@ mod tests {
             now: Utc::now(),
             window_applies: true,
         });
+        let app = App(health.clone());
         Executor::new(engine, &desired, &observed, status, &LogReporter)
+            .with_prober(&app)
             .run(&p)
             .await
     }
 
     /// Engine with `web` running D1, created through the executor itself.
-    async fn running_d1(port: u16, preflight: bool) -> (FakeEngine, Container, ObjectStatus) {
+    async fn running_d1(
+        health: &Arc<AtomicU16>,
+        preflight: bool,
+    ) -> (FakeEngine, Container, ObjectStatus) {
         let engine = FakeEngine::new();
         engine.push("reg/web:live", D1);
-        let obj = object(port, preflight);
+        let obj = object(preflight);
         let mut status = ObjectStatus::new("web");
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        let out = reconcile_once(&engine, &obj, &mut status, health).await;
         assert_eq!(
             out,
             Outcome::Changed {
@@ -1072,23 +1065,22 @@ mod tests {
         op: Op,
         error: EngineError,
     ) -> (FakeEngine, Container, ObjectStatus, String, Outcome) {
-        let port = app(Arc::new(AtomicU16::new(200))).await;
-        let (engine, obj, mut status) = running_d1(port, false).await;
+        let health = Arc::new(AtomicU16::new(200));
+        let (engine, obj, mut status) = running_d1(&health, false).await;
         let id = engine.by_name("web").expect("web").id;
         engine.push("reg/web:live", D2);
         engine.fail_next(op, error);
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        let out = reconcile_once(&engine, &obj, &mut status, &health).await;
         (engine, obj, status, id, out)
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn good_update_runs_the_whole_sequence() {
         let health = Arc::new(AtomicU16::new(200));
-        let port = app(health.clone()).await;
-        let (engine, obj, mut status) = running_d1(port, true).await;
+        let (engine, obj, mut status) = running_d1(&health, true).await;
         let old_id = engine.by_name("web").expect("web").id;
         engine.push("reg/web:live", D2);
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        let out = reconcile_once(&engine, &obj, &mut status, &health).await;
         assert_eq!(
             out,
             Outcome::Changed {
@@ -1119,21 +1111,20 @@ mod tests {
         assert_eq!(status.previous_digest.as_deref(), Some(D1));
         // Converged now: no mutating call.
         assert_eq!(
-            reconcile_once(&engine, &obj, &mut status).await,
+            reconcile_once(&engine, &obj, &mut status, &health).await,
             Outcome::Converged
         );
         assert!(engine.take_calls().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn failed_health_rolls_back_to_the_same_container() {
         let health = Arc::new(AtomicU16::new(200));
-        let port = app(health.clone()).await;
-        let (engine, obj, mut status) = running_d1(port, false).await;
+        let (engine, obj, mut status) = running_d1(&health, false).await;
         let old_id = engine.by_name("web").expect("web").id;
         engine.push("reg/web:live", D2);
         health.store(500, Ordering::SeqCst);
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        let out = reconcile_once(&engine, &obj, &mut status, &health).await;
         assert!(
             matches!(&out, Outcome::RolledBack { phase: Phase::Health, reason } if reason.contains("HTTP 500")),
             "{out:?}"
@@ -1162,20 +1153,19 @@ mod tests {
         // Not retried.
         health.store(200, Ordering::SeqCst);
         assert!(matches!(
-            reconcile_once(&engine, &obj, &mut status).await,
+            reconcile_once(&engine, &obj, &mut status, &health).await,
             Outcome::Blocked { .. }
         ));
         assert!(engine.take_calls().is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn preflight_failure_touches_nothing() {
         let health = Arc::new(AtomicU16::new(200));
-        let port = app(health.clone()).await;
-        let (engine, obj, mut status) = running_d1(port, true).await;
+        let (engine, obj, mut status) = running_d1(&health, true).await;
         engine.push("reg/web:live", D2);
         health.store(401, Ordering::SeqCst);
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        let out = reconcile_once(&engine, &obj, &mut status, &health).await;
         assert!(matches!(out, Outcome::Rejected { .. }), "{out:?}");
         let calls = engine.take_calls();
         assert!(
@@ -1193,7 +1183,7 @@ mod tests {
         assert!(engine.by_name("web").is_some_and(|c| c.is_running()));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn pull_failure_touches_nothing_and_is_not_remembered() {
         let (engine, obj, mut status, _, out) = update_failing_at(
             Op::Pull,
@@ -1216,15 +1206,16 @@ mod tests {
         assert!(engine.take_calls().is_empty());
         assert!(status.failed.is_empty(), "transient errors are retried");
         // Next time it works.
+        let health = Arc::new(AtomicU16::new(200));
         assert_eq!(
-            reconcile_once(&engine, &obj, &mut status).await,
+            reconcile_once(&engine, &obj, &mut status, &health).await,
             Outcome::Changed {
                 action: "update".into()
             }
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn create_failure_touches_nothing() {
         let (engine, _, status, id, out) = update_failing_at(
             Op::Create,
@@ -1261,7 +1252,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn start_failure_restarts_the_old_container_without_blacklisting() {
         let (engine, _, status, id, out) = update_failing_at(
             Op::Start,
@@ -1299,18 +1290,17 @@ mod tests {
         assert!(status.failed.is_empty());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn crash_after_rename_is_resumed() {
         let health = Arc::new(AtomicU16::new(200));
-        let port = app(health).await;
-        let (engine, obj, mut status) = running_d1(port, false).await;
+        let (engine, obj, mut status) = running_d1(&health, false).await;
         // As if dockop died right after step "rename to previous".
         let id = engine.by_name("web").expect("web").id;
         engine.stop(&id, 1).await.expect("stop");
         engine.rename(&id, "web-previous").await.expect("rename");
         engine.take_calls();
         engine.push("reg/web:live", D2);
-        let out = reconcile_once(&engine, &obj, &mut status).await;
+        let out = reconcile_once(&engine, &obj, &mut status, &health).await;
         assert_eq!(
             out,
             Outcome::Changed {

@@ -58,9 +58,9 @@ pub enum ReconcileError {
     /// Observing the engine.
     #[error("observe: {0}")]
     Observe(EngineError),
-    /// Writing status.
+    /// Writing status (shared: reports are cloned).
     #[error("{0}")]
-    State(String),
+    State(Arc<StoreError>),
     /// Asking `dockop proxy` for a start-first object's route.
     #[error("{0}")]
     Proxy(#[from] SwitchError),
@@ -68,7 +68,7 @@ pub enum ReconcileError {
 
 impl From<StoreError> for ReconcileError {
     fn from(e: StoreError) -> Self {
-        ReconcileError::State(e.to_string())
+        ReconcileError::State(Arc::new(e))
     }
 }
 

@@ -301,7 +301,7 @@ impl<'a> Executor<'a> {
             );
         }
         let mut result: StepResult = Ok(());
-        for (n, step) in plan.steps.iter().enumerate() {
+        for step in &plan.steps {
             tracing::debug!(step = %step, "step");
             result = match self.pending_removal.take() {
                 Some(id) => {
@@ -314,7 +314,7 @@ impl<'a> Executor<'a> {
                 }
                 None => self.step(step).await,
             };
-            crate::fault::after_step(n + 1, step);
+            crate::fault::after_step(step.kind());
             if result.is_err() {
                 break;
             }
@@ -498,7 +498,7 @@ impl<'a> Executor<'a> {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        crate::fault::point("rollback-1");
+        crate::fault::rollback(crate::fault::Rollback::RemovedCandidate);
         let id = match (self.previous.take(), self.stopped_active.take()) {
             (Some(prev), _) => {
                 self.engine
@@ -510,13 +510,13 @@ impl<'a> Executor<'a> {
             (None, Some(active)) => active,
             (None, None) => return Err("nothing to roll back to".into()),
         };
-        crate::fault::point("rollback-2");
+        crate::fault::rollback(crate::fault::Rollback::RenamedBack);
         self.engine.start(&id).await.map_err(|e| e.to_string())?;
-        crate::fault::point("rollback-3");
+        crate::fault::rollback(crate::fault::Rollback::Started);
         if let Err((_, e, _)) = self.apply_users(&id).await {
             tracing::warn!(object = %self.desired.name, error = %e, "users after rollback");
         }
-        crate::fault::point("rollback-4");
+        crate::fault::rollback(crate::fault::Rollback::UsersApplied);
         match self.gate(&id).await {
             Ok(()) => Ok(()),
             Err(v) => {

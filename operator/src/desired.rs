@@ -392,15 +392,7 @@ mod tests {
     use super::*;
 
     fn object(spec: serde_json::Value) -> Container {
-        let mut spec = spec;
-        spec["image"] = "127.0.0.1:5000/web:v1".into();
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "dockop.dev/v1alpha1",
-            "kind": "Container",
-            "metadata": {"name": "web"},
-            "spec": spec,
-        }))
-        .unwrap()
+        crate::testing::object("web").spec_json(&spec).build()
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
@@ -36,6 +36,7 @@ use chrono::Utc;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use sha2::Sha256;
+use tokio::time::Instant;
 
 use crate::monitor::{self, Board, ObjectHealth, Watcher, evaluate};
 use crate::shared::{Shared, Trigger};
@@ -240,7 +241,7 @@ impl HttpState {
 
     /// Logs a refused credential, at most once per [`AUTH_WARNING_PERIOD`] (with the count not logged).
     fn warn_refused(&self, what: &'static str) {
-        if let Some(suppressed) = self.refused.hit(Instant::now()) {
+        if let Some(suppressed) = self.refused.hit(std::time::Instant::now()) {
             tracing::warn!(
                 suppressed,
                 "{what} refused: missing or invalid credentials ({suppressed} more refusals not logged in the last {} s)",
@@ -478,7 +479,7 @@ async fn await_fresh_looks<'a>(st: &HttpState, objects: impl Iterator<Item = &'a
     }
     st.board.requested(Watcher::Health);
     if !names.is_empty() {
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = Instant::now() + limit;
         st.board.fresh_looks(&names, since, deadline).await;
     }
 }
@@ -638,8 +639,9 @@ mod tests {
     use crate::engine::fake::FakeEngine;
     use crate::health::ProbeResult;
     use crate::monitor::Snapshot;
-    use crate::spec::{ApiVersion, Container, ContainerSpec, Kind, Metadata};
+    use crate::spec::Container;
     use crate::status::{ObjectStatus, Store};
+    use crate::testing;
     use http_body_util::BodyExt;
     use tokio::sync::mpsc::UnboundedReceiver;
     use tower::ServiceExt;
@@ -648,22 +650,11 @@ mod tests {
     const HOOK: &str = "hook-secret";
 
     fn object(name: &str, health: bool) -> Container {
-        let yaml = if health {
-            "image: 127.0.0.1:5000/web:v1\nhealth: {path: /global/health, port: 8080}\n"
+        let o = testing::object(name);
+        if health {
+            o.health("/global/health", 8080, "").build()
         } else {
-            "image: 127.0.0.1:5000/web:v1\n"
-        };
-        let spec: ContainerSpec = serde_saphyr::from_str(yaml).expect("spec");
-        Container {
-            api_version: ApiVersion::V1Alpha1,
-            kind: Kind::Container,
-            metadata: Metadata {
-                name: name.into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
-            spec,
-            status: None,
+            o.build()
         }
     }
 
@@ -1230,44 +1221,26 @@ mod tests {
         assert!(!t.matches(b"s3cret-tokem"));
     }
 
-    /// The monitor against the fake engine and a real local health endpoint: `/health` follows the app,
-    /// and stays fast while the app hangs.
-    #[tokio::test]
+    /// The monitor against the fake engine and a scripted app, on a paused clock: `/health` follows the
+    /// app, and every answer is immediate, also while the app hangs.
+    #[tokio::test(start_paused = true)]
     async fn monitor_probes_and_health_stays_fast_when_the_app_hangs() {
         use std::sync::atomic::AtomicU8;
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         // 0 healthy, 1 answers 500, 2 hangs.
         let mode = Arc::new(AtomicU8::new(0));
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = l.local_addr().expect("addr").port();
         let m2 = Arc::clone(&mode);
-        let server = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = l.accept().await else {
-                    return;
-                };
-                let m = m2.load(Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let (status, body) = match m {
-                        0 => ("200 OK", r#"{"healthy":true,"version":"7"}"#),
-                        1 => ("500 Internal Server Error", r#"{"healthy":false}"#),
-                        _ => {
-                            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                            return;
-                        }
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
-            }
+        let script: monitor::Script = Arc::new(move |_, _| match m2.load(Ordering::Relaxed) {
+            0 => (
+                Duration::ZERO,
+                crate::health::judge(200, br#"{"healthy":true,"version":"7"}"#),
+            ),
+            1 => (
+                Duration::ZERO,
+                crate::health::judge(500, br#"{"healthy":false}"#),
+            ),
+            _ => (Duration::from_secs(30), ProbeResult::Timeout),
         });
+        let port = 8080;
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
         let engine = FakeEngine::new();
@@ -1275,39 +1248,33 @@ mod tests {
             let mut st = engine.state();
             st.containers.insert(
                 "c1".into(),
-                crate::engine::ContainerInfo {
-                    id: "c1".into(),
-                    name: "mon".into(),
-                    labels: BTreeMap::from([
-                        (crate::engine::LABEL_NAME.to_owned(), "mon".to_owned()),
-                        (
-                            crate::engine::LABEL_DIGEST.to_owned(),
-                            "sha256:d1".to_owned(),
-                        ),
-                    ]),
-                    state: crate::engine::RunState::Running,
-                    exit_code: 0,
-                    oom_killed: false,
-                    started_at: Some("2026-01-01T00:00:00.123456789Z".into()),
-                    image_id: String::new(),
-                    ip_address: Some("127.0.0.1".into()),
-                    engine_host: None,
-                },
+                testing::info("c1", "mon")
+                    .digest("sha256:d1")
+                    .started_at("2026-01-01T00:00:00.123456789Z")
+                    .ip("127.0.0.1")
+                    .build(),
             );
         }
         let (shared, _rx) = Shared::new(store, Arc::new(engine));
-        let yaml = format!(
-            "image: 127.0.0.1:5000/web:v1\nhealth: {{path: /global/health, port: {port}, intervalSeconds: 1, timeoutSeconds: 5}}\n"
-        );
-        let mut obj = object("mon", true);
-        obj.spec = serde_saphyr::from_str(&yaml).expect("spec");
+        let obj = testing::object("mon")
+            .health(
+                "/global/health",
+                port,
+                "intervalSeconds: 1, timeoutSeconds: 5",
+            )
+            .build();
         shared
             .objects
             .write()
             .await
             .insert("mon".into(), Arc::new(obj));
         let board = Board::new();
-        let mon = monitor::spawn(Arc::clone(&shared), Arc::clone(&board));
+        let mon = monitor::spawn_scripted(
+            Arc::clone(&shared),
+            Arc::clone(&board),
+            monitor::Tuning::default(),
+            script,
+        );
         let app = router(HttpState::new(Arc::clone(&shared), board, None, None));
 
         let wait_for = |want: StatusCode, within: std::time::Duration| {
@@ -1394,6 +1361,5 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
         assert!(!metrics().encode().contains("dockop_ready{name=\"mon\"}"));
         mon.abort();
-        server.abort();
     }
 }

@@ -23,10 +23,13 @@ pub mod proxy;
 pub mod reconcile;
 pub mod sdnotify;
 pub mod shared;
+pub mod signal;
 pub mod source;
 pub mod spec;
 pub mod status;
 pub mod switch;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod users;
 pub mod valuefile;

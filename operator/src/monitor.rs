@@ -32,13 +32,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::engine::{ContainerInfo, Engine, LABEL_NAME};
 use crate::health::{ProbeAuth, ProbeResult, probe, probe_address};
@@ -253,12 +253,7 @@ impl Board {
 
     /// Waits until each of `names` has a look that began at `since` or later, at most until `deadline`
     /// (a look that does not come leaves the snapshot as it was, and [`evaluate`] says why).
-    pub async fn fresh_looks(
-        &self,
-        names: &[&str],
-        since: Instant,
-        deadline: tokio::time::Instant,
-    ) {
+    pub async fn fresh_looks(&self, names: &[&str], since: Instant, deadline: Instant) {
         let mut written = self.written.subscribe();
         loop {
             let done = {
@@ -504,18 +499,76 @@ struct Started {
 /// The monitor: supervises one task per object in force. Dropping the returned handle does not stop it;
 /// abort it.
 pub fn spawn(shared: Arc<Shared>, board: Arc<Board>) -> JoinHandle<()> {
-    spawn_tuned(shared, board, Tuning::default())
+    start(shared, board, Tuning::default(), Prober::Http)
 }
 
-/// [`spawn`] with other periods (tests).
-pub fn spawn_tuned(shared: Arc<Shared>, board: Arc<Board>, tuning: Tuning) -> JoinHandle<()> {
+/// [`spawn`] with other periods and the apps' answers scripted (tests, on a paused clock).
+#[cfg(test)]
+pub(crate) fn spawn_scripted(
+    shared: Arc<Shared>,
+    board: Arc<Board>,
+    tuning: Tuning,
+    script: Script,
+) -> JoinHandle<()> {
+    start(shared, board, tuning, Prober::Scripted(script))
+}
+
+fn start(shared: Arc<Shared>, board: Arc<Board>, tuning: Tuning, prober: Prober) -> JoinHandle<()> {
     tokio::spawn(supervise(Arc::new(Ctx {
         engine: Arc::clone(&shared.engine),
         shared,
         board,
         fleet: Fleet::default(),
         tuning,
+        prober,
     })))
+}
+
+/// A test's stand-in for the apps: given the probed address, how long the answer takes (on the runtime's
+/// clock) and what it is.
+#[cfg(test)]
+pub(crate) type Script = Arc<dyn Fn(&str, u16) -> (Duration, ProbeResult) + Send + Sync>;
+
+/// What answers the monitor's probes.
+enum Prober {
+    /// The app, over HTTP ([`probe`]).
+    Http,
+    /// A script (tests): no sockets, so a paused clock decides every timing.
+    #[cfg(test)]
+    Scripted(Script),
+}
+
+impl std::fmt::Debug for Prober {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Prober::Http => f.write_str("Http"),
+            #[cfg(test)]
+            Prober::Scripted(_) => f.write_str("Scripted"),
+        }
+    }
+}
+
+impl Prober {
+    async fn probe(
+        &self,
+        host: &str,
+        port: u16,
+        path: &str,
+        timeout: Duration,
+        auth: &ProbeAuth,
+    ) -> ProbeResult {
+        match self {
+            Prober::Http => probe(host, port, path, timeout, auth).await,
+            #[cfg(test)]
+            Prober::Scripted(script) => {
+                let (takes, answer) = script(host, port);
+                match tokio::time::timeout(timeout, tokio::time::sleep(takes)).await {
+                    Ok(()) => answer,
+                    Err(_) => ProbeResult::Timeout,
+                }
+            }
+        }
+    }
 }
 
 /// What the supervisor and the object tasks share.
@@ -526,6 +579,7 @@ struct Ctx {
     board: Arc<Board>,
     fleet: Fleet,
     tuning: Tuning,
+    prober: Prober,
 }
 
 /// One object's task and the means to make it look now.
@@ -550,7 +604,7 @@ async fn supervise(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(SUPERVISE_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     refresh(&ctx, &mut started).await;
-    let mut last_list = tokio::time::Instant::now();
+    let mut last_list = Instant::now();
     let mut next_list = last_list + ctx.tuning.idle_floor;
     loop {
         let soonest = last_list + LIST_SPACING;
@@ -563,7 +617,7 @@ async fn supervise(ctx: Arc<Ctx>) {
         }
         let listed = if list_now {
             let began = Instant::now();
-            last_list = tokio::time::Instant::now();
+            last_list = began;
             let period = if ctx.board.watched() {
                 ctx.tuning.list_period
             } else {
@@ -792,7 +846,6 @@ async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
         };
         // A look counts from when it began: a slow answer does not age a fresh result.
         let began = Instant::now();
-        let began_t = tokio::time::Instant::now();
         let view = ctx.fleet.get(name);
         let memory_of = view
             .as_ref()
@@ -839,7 +892,7 @@ async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
             memory_at = Some((id, began));
         }
         spread = tokio::select! {
-            () = tokio::time::sleep_until(began_t + period) => false,
+            () = tokio::time::sleep_until(began + period) => false,
             Ok(()) = wakes.changed() => true,
             () = poke.notified() => false,
         };
@@ -885,7 +938,7 @@ async fn look(
             ) {
                 Some((host, port)) => {
                     let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
-                    let answer = probe(&host, port, &h.path, timeout, auth);
+                    let answer = ctx.prober.probe(&host, port, &h.path, timeout, auth);
                     tokio::pin!(answer);
                     tokio::select! {
                         r = &mut answer => r,
@@ -975,74 +1028,44 @@ impl Credentials {
 mod tests {
     use super::*;
     use crate::engine::fake::FakeEngine;
-    use crate::engine::{LABEL_DIGEST, Op, RunState};
-    use crate::spec::{ApiVersion, Kind, Metadata};
+    use crate::engine::{Op, RunState};
     use crate::status::Store;
+    use crate::testing;
     use std::sync::atomic::AtomicUsize;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// Object `name`, probed on `port` every second (timeout 1 s) when given.
     fn object(name: &str, port: Option<u16>) -> Container {
-        let yaml = match port {
-            Some(p) => format!(
-                "image: 127.0.0.1:5000/web:v1\nhealth: {{path: /h, port: {p}, intervalSeconds: 1, timeoutSeconds: 1}}\n"
-            ),
-            None => "image: 127.0.0.1:5000/web:v1\n".to_owned(),
-        };
-        Container {
-            api_version: ApiVersion::V1Alpha1,
-            kind: Kind::Container,
-            metadata: Metadata {
-                name: name.into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
-            spec: serde_saphyr::from_str(&yaml).expect("spec"),
-            status: None,
+        let o = testing::object(name);
+        match port {
+            Some(p) => o.health("/h", p, "intervalSeconds: 1, timeoutSeconds: 1"),
+            None => o,
         }
+        .build()
     }
 
+    /// A running container of object `name`, started at a known time, on 127.0.0.1.
     fn container(id: &str, name: &str) -> ContainerInfo {
-        ContainerInfo {
-            id: id.into(),
-            name: name.into(),
-            labels: BTreeMap::from([
-                (LABEL_NAME.to_owned(), name.to_owned()),
-                (LABEL_DIGEST.to_owned(), "sha256:d1".to_owned()),
-            ]),
-            state: RunState::Running,
-            exit_code: 0,
-            oom_killed: false,
-            started_at: Some("2026-01-01T00:00:00Z".into()),
-            image_id: String::new(),
-            ip_address: Some("127.0.0.1".into()),
-            engine_host: None,
-        }
+        testing::info(id, name)
+            .digest("sha256:d1")
+            .started_at("2026-01-01T00:00:00Z")
+            .ip("127.0.0.1")
+            .build()
     }
 
-    /// A healthy app on a local port that counts the requests it answers.
-    async fn app() -> (u16, Arc<AtomicUsize>, JoinHandle<()>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = l.local_addr().expect("addr").port();
+    /// A healthy app that answers at once and counts the probes it answers.
+    fn app() -> (Script, Arc<AtomicUsize>) {
         let hits = Arc::new(AtomicUsize::new(0));
         let h = Arc::clone(&hits);
-        let server = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                h.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await;
-                    let body = r#"{"healthy":true,"version":"3"}"#;
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes()).await;
-                });
-            }
+        let script: Script = Arc::new(move |_, _| {
+            h.fetch_add(1, Ordering::Relaxed);
+            (
+                Duration::ZERO,
+                ProbeResult::Healthy {
+                    version: Some("3".into()),
+                },
+            )
         });
-        (port, hits, server)
+        (script, hits)
     }
 
     fn calls(engine: &FakeEngine) -> (u64, u64, u64) {
@@ -1057,9 +1080,10 @@ mod tests {
     /// at the idle period. Watched: probes at the interval, the list at its period, stats at the memory
     /// interval; a request after an idle spell wakes the monitor at once; a paused container shows
     /// through the list without an engine call of its own.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn idle_is_cheap_and_watched_probes_at_the_interval() {
-        let (port, hits, server) = app().await;
+        let (script, hits) = app();
+        let port = 8080;
         let engine = FakeEngine::new();
         let names = ["a", "b", "c", "d"];
         for (i, n) in names.iter().enumerate() {
@@ -1091,7 +1115,7 @@ mod tests {
             list_period: Duration::from_millis(250),
             memory_interval: Duration::from_secs(1),
         };
-        let mon = spawn_tuned(Arc::clone(&shared), Arc::clone(&board), tuning);
+        let mon = spawn_scripted(Arc::clone(&shared), Arc::clone(&board), tuning, script);
 
         // Idle for 3 s: the first look and one more at 2 s.
         tokio::time::sleep(Duration::from_millis(3000)).await;
@@ -1181,11 +1205,10 @@ mod tests {
         assert!(lists - lists0 <= 1, "idle again: {} lists", lists - lists0);
         assert_eq!(stats, stats0, "idle again: no stats");
         mon.abort();
-        server.abort();
     }
 
-    #[test]
-    fn watch_window_and_outdated_looks() {
+    #[tokio::test(start_paused = true)]
+    async fn watch_window_and_outdated_looks() {
         let board = Board::with_window(Duration::from_millis(200));
         assert!(!board.watched());
         let mut wakes = board.wakes();
@@ -1198,8 +1221,10 @@ mod tests {
         wakes.borrow_and_update();
         board.requested(Watcher::Metrics);
         assert!(!wakes.has_changed().unwrap_or(true), "later ones do not");
-        std::thread::sleep(Duration::from_millis(250));
-        assert!(!board.watched());
+        tokio::time::advance(Duration::from_millis(199)).await;
+        assert!(board.watched(), "within the window");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(!board.watched(), "past the window");
 
         // Ready stays meaningful while idle: a look is current for two of its periods.
         let now = Instant::now();

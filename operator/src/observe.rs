@@ -128,8 +128,18 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::engine::instance::tests::{engine_with, labelled as container};
     use crate::engine::instance::{Instance, ScopedEngine};
+    use crate::testing::{engine_with, info};
+
+    /// A running container named `name`, labelled for object `object` and `instance` when given.
+    fn container(
+        id: &str,
+        name: &str,
+        object: Option<&str>,
+        instance: Option<&str>,
+    ) -> ContainerInfo {
+        info(id, name).object(object).instance(instance).build()
+    }
 
     async fn observe(instance: Instance, cs: &[ContainerInfo], name: &str) -> Observed {
         let e = ScopedEngine::new(Arc::new(engine_with(cs)), instance);

@@ -129,6 +129,33 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The step's kind in kebab case (`pull`, `stop-active`, `create-next`, ...), without its data: the
+    /// name of its fault point `after-<kind>` ([`crate::fault`]).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::RemoveLeftover { .. } => "remove-leftover",
+            Step::EnsureVolumes => "ensure-volumes",
+            Step::Pull { .. } => "pull",
+            Step::Preflight { .. } => "preflight",
+            Step::StopActive { .. } => "stop-active",
+            Step::RenameToPrevious { .. } => "rename-to-previous",
+            Step::RemoveActive { .. } => "remove-active",
+            Step::CreateNext { .. } => "create-next",
+            Step::RenameNext => "rename-next",
+            Step::Create { .. } => "create",
+            Step::Start => "start",
+            Step::ApplyUsers => "apply-users",
+            Step::HealthGate => "health-gate",
+            Step::SwitchRoute => "switch-route",
+            Step::RetireOld { .. } => "retire-old",
+            Step::AdoptNext { .. } => "adopt-next",
+            Step::RemovePrevious { .. } => "remove-previous",
+            Step::RestorePrevious { .. } => "restore-previous",
+        }
+    }
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -349,29 +349,13 @@ pub async fn run(state_dir: &Path, metrics_listen: &str) -> Result<(), ProxyErro
     tokio::select! {
         r = admin_task => tracing::error!("admin socket stopped: {r:?}"),
         r = metrics_task => tracing::error!("metrics listener stopped: {r:?}"),
-        () = shutdown_signal() => {
+        () = crate::signal::shutdown() => {
             crate::sdnotify::notify_logged(crate::sdnotify::State::Stopping);
             tracing::info!("stopping: open connections are closed");
         }
     }
     let _ = std::fs::remove_file(&socket);
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = int.recv() => {},
-            }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 /// Binds the admin socket, root-only. A socket file nobody answers on is a leftover and replaced.

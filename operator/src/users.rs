@@ -597,8 +597,7 @@ mod tests {
 
     use super::*;
     use crate::engine::fake::FakeEngine;
-    use crate::engine::{ContainerInfo, RunState};
-    use crate::spec::{ApiVersion, Container, ContainerSpec, Kind, Metadata};
+    use crate::testing;
 
     const ID: &str = "c001";
 
@@ -745,18 +744,10 @@ mod tests {
         let engine = FakeEngine::new();
         engine.state().containers.insert(
             ID.to_owned(),
-            ContainerInfo {
-                id: ID.to_owned(),
-                name: "web".into(),
-                labels: BTreeMap::new(),
-                state: RunState::Running,
-                exit_code: 0,
-                oom_killed: false,
-                started_at: None,
-                image_id: "img".into(),
-                ip_address: None,
-                engine_host: None,
-            },
+            testing::info(ID, "web")
+                .object(None)
+                .image_id("img")
+                .build(),
         );
         let sim = Arc::new(Mutex::new(sim));
         let s = sim.clone();
@@ -768,20 +759,7 @@ mod tests {
 
     /// `users:` and `usersPrune:` YAML lines under `spec`.
     fn desired(users_yaml: &str) -> DesiredContainer {
-        let yaml = format!("image: 127.0.0.1:5000/web:v1\n{users_yaml}");
-        let spec: ContainerSpec = serde_saphyr::from_str(&yaml).expect("spec");
-        let c = Container {
-            api_version: ApiVersion::V1Alpha1,
-            kind: Kind::Container,
-            metadata: Metadata {
-                name: "web".into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
-            spec,
-            status: None,
-        };
-        DesiredContainer::build(&c).expect("desired")
+        testing::object("web").spec(users_yaml).desired()
     }
 
     fn users(list: &[(&str, Option<&str>, bool)]) -> String {

@@ -190,28 +190,28 @@ macro_rules! rollback_cases {
 }
 
 update_cases! {
-    update_abort_after_ensure_volumes => "step-1",
-    update_abort_after_pull => "step-2",
+    update_abort_after_ensure_volumes => "after-ensure-volumes",
+    update_abort_after_pull => "after-pull",
     update_abort_while_preflight_runs => "preflight-started",
-    update_abort_after_preflight => "step-3",
-    update_abort_after_create_next => "step-4",
-    update_abort_after_stop => "step-5",
-    update_abort_after_start_of_next => "step-6",
-    update_abort_after_users => "step-7",
-    update_abort_after_health_gate => "step-8",
-    update_abort_after_rename_to_previous => "step-9",
-    update_abort_after_rename_next => "step-10",
-    update_abort_after_remove_previous => "step-11",
+    update_abort_after_preflight => "after-preflight",
+    update_abort_after_create_next => "after-create-next",
+    update_abort_after_stop => "after-stop-active",
+    update_abort_after_start_of_next => "after-start",
+    update_abort_after_users => "after-apply-users",
+    update_abort_after_health_gate => "after-health-gate",
+    update_abort_after_rename_to_previous => "after-rename-to-previous",
+    update_abort_after_rename_next => "after-rename-next",
+    update_abort_after_remove_previous => "after-remove-previous",
 }
 
 rollback_cases! {
-    // With preflight off the update's steps are: 1 volumes, 2 pull, 3 create <name>-next, 4 stop, 5 start
-    // <name>-next, 6 users, 7 gate (fails), so the gate's failure starts the rollback.
-    rollback_abort_before_gate_fails => "step-6",
-    rollback_abort_after_candidate_removed => "rollback-1",
-    rollback_abort_after_previous_renamed_back => "rollback-2",
-    rollback_abort_after_previous_started => "rollback-3",
-    rollback_abort_after_users => "rollback-4",
+    // With preflight off the update's steps are: volumes, pull, create <name>-next, stop, start
+    // <name>-next, users, gate (fails): after users is just before the gate's failure starts the rollback.
+    rollback_abort_before_gate_fails => "after-apply-users",
+    rollback_abort_after_candidate_removed => "rollback-removed-candidate",
+    rollback_abort_after_previous_renamed_back => "rollback-renamed-back",
+    rollback_abort_after_previous_started => "rollback-started",
+    rollback_abort_after_users => "rollback-users-applied",
 }
 
 /// The same on the real OpenCode image, at the two most delicate points.
@@ -237,12 +237,12 @@ fn opencode_crash(point: &str, bad: bool) {
 
 #[test]
 fn opencode_update_abort_after_rename_to_previous() {
-    opencode_crash("step-8", false);
+    opencode_crash("after-rename-to-previous", false);
 }
 
 #[test]
 fn opencode_rollback_abort_after_candidate_removed() {
-    opencode_crash("rollback-1", true);
+    opencode_crash("rollback-removed-candidate", true);
 }
 
 #[test]

@@ -288,8 +288,8 @@ fn killing_dockop_run_costs_nothing_and_a_restarted_proxy_serves_its_routes() {
     again.run.stop(Duration::from_secs(5));
 }
 
-/// A dockop killed right after `step` of a start-first update (7: the switch, 8: the old container
-/// retired) leaves the app serving; the next run finishes the update.
+/// A dockop killed at fault point `step` of a start-first update (`after-switch-route`,
+/// `after-retire-old`) leaves the app serving; the next run finishes the update.
 fn crash_after(test: &str, step: &str) {
     let env = TestEnv::new(test);
     let _proxy = Proxy::start(&env);
@@ -327,10 +327,10 @@ fn crash_after(test: &str, step: &str) {
 
 #[test]
 fn start_first_crash_after_the_switch_converges() {
-    crash_after("zd-crash7", "step-7");
+    crash_after("zd-crash7", "after-switch-route");
 }
 
 #[test]
 fn start_first_crash_after_the_old_container_is_retired_converges() {
-    crash_after("zd-crash8", "step-8");
+    crash_after("zd-crash8", "after-retire-old");
 }

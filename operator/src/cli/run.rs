@@ -117,12 +117,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         "dockop run started"
     );
     controller
-        .run(
-            source_rx,
-            engine_rx,
-            triggers,
-            crate::controller::shutdown_signal(),
-        )
+        .run(source_rx, engine_rx, triggers, crate::signal::shutdown())
         .await;
     source_task.abort();
     events_task.abort();

@@ -57,22 +57,6 @@ pub struct Config {
     pub source_label: String,
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 /// The controller loop's state.
 #[derive(Debug)]
 pub struct Controller {
@@ -236,7 +220,7 @@ impl Controller {
                 }
             }
         };
-        let second = shutdown_signal();
+        let second = crate::signal::shutdown();
         tokio::select! {
             _ = tokio::time::timeout(limit, drain) => {}
             () = second => {}
@@ -626,8 +610,6 @@ fn log_result(name: &str, result: &JobResult) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::path::Path;
-
     use tokio::sync::oneshot;
 
     use super::*;
@@ -638,12 +620,9 @@ mod tests {
     const DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
     fn object(name: &str) -> Container {
-        let text = format!(
-            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: 127.0.0.1:5000/web:v1\n  update: {{preflight: false}}\n"
-        );
-        let loaded = crate::spec::load::load_str(Path::new("t.yaml"), &text);
-        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
-        loaded.objects[0].object.clone()
+        crate::testing::object(name)
+            .spec("update: {preflight: false}")
+            .validated()
     }
 
     fn state(objects: Vec<Container>, revision: &str, invalid: &[(&str, &str)]) -> DesiredState {
@@ -777,9 +756,10 @@ mod tests {
     }
 
     fn depending(name: &str, on: &str) -> Container {
-        let mut o = object(name);
-        o.spec.depends_on = vec![on.to_owned()];
-        o
+        crate::testing::object(name)
+            .spec("update: {preflight: false}")
+            .depends_on(&[on])
+            .build()
     }
 
     fn position(calls: &[String], call: &str) -> usize {

@@ -203,11 +203,6 @@ impl WorkQueue {
         self.running
     }
 
-    /// True when `name` is in flight.
-    pub fn is_in_flight(&self, name: &str) -> bool {
-        self.entries.get(name).is_some_and(|e| e.in_flight)
-    }
-
     /// True when `name` is scheduled (not counting a run in flight).
     pub fn is_scheduled(&self, name: &str) -> bool {
         self.entries

@@ -1,5 +1,7 @@
-//! An in-memory engine for unit tests of observe, plan and execute: containers, a registry and local
-//! images as plain data, a log of every mutating call, and failures injected per operation.
+//! An in-memory engine for unit tests of observe, plan, execute, the monitor and the controller:
+//! containers, a registry and local images as plain data, a log of every mutating call, and failures
+//! injected per operation. Compiled only into test builds (`#[cfg(test)]`): release and debug binaries
+//! do not contain it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -257,50 +257,15 @@ impl Engine for ScopedEngine {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::engine::LABEL_NAME;
     use crate::engine::fake::FakeEngine;
-    use crate::engine::{LABEL_NAME, RunState};
+    use crate::testing::{engine_with, info};
 
-    /// A running container named `name`, labelled for object `object` (when given) and `instance`.
-    pub(crate) fn labelled(
-        id: &str,
-        name: &str,
-        object: Option<&str>,
-        instance: Option<&str>,
-    ) -> ContainerInfo {
-        let mut labels = BTreeMap::new();
-        if let Some(o) = object {
-            labels.insert(LABEL_NAME.to_owned(), o.to_owned());
-        }
-        if let Some(i) = instance {
-            labels.insert(LABEL_INSTANCE.to_owned(), i.to_owned());
-        }
-        ContainerInfo {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            labels,
-            state: RunState::Running,
-            exit_code: 0,
-            oom_killed: false,
-            started_at: None,
-            image_id: String::new(),
-            ip_address: None,
-            engine_host: None,
-        }
-    }
-
+    /// A running container of object `name`, labelled for `instance` when given.
     fn container(id: &str, name: &str, instance: Option<&str>) -> ContainerInfo {
-        labelled(id, name, Some(name), instance)
-    }
-
-    /// A fake engine holding `cs`.
-    pub(crate) fn engine_with(cs: &[ContainerInfo]) -> FakeEngine {
-        let fake = FakeEngine::new();
-        for c in cs {
-            fake.state().containers.insert(c.id.clone(), c.clone());
-        }
-        fake
+        info(id, name).instance(instance).build()
     }
 
     fn names(cs: &[ContainerInfo]) -> Vec<&str> {

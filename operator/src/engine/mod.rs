@@ -1,9 +1,10 @@
 //! The engine seam: the [`Engine`] trait in dockop's own terms, the bollard implementation
-//! ([`docker::DockerEngine`]) and a scripted fake for unit tests ([`fake::FakeEngine`]).
+//! ([`docker::DockerEngine`]) and, in test builds only, a scripted fake for unit tests (`fake::FakeEngine`).
 
 pub mod auth;
 pub mod docker;
 pub mod endpoint;
+#[cfg(test)]
 pub mod fake;
 pub mod instance;
 
@@ -194,8 +195,9 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// Everything needed to create a container. Built by [`crate::plan`] from the spec; contains resolved env
-/// values (possibly secret), so it is never logged or serialized whole.
+/// Everything needed to create a container. Built from the spec by [`crate::desired::DesiredContainer`]
+/// (the active container and a preflight candidate); contains resolved env values (possibly secret), so
+/// it is never logged or serialized whole.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CreateRequest {
     /// Container name.

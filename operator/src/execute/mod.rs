@@ -401,7 +401,7 @@ impl<'a> Executor<'a> {
             );
         }
         let mut result: StepResult = Ok(());
-        for (n, step) in plan.steps.iter().enumerate() {
+        for step in &plan.steps {
             tracing::debug!(step = %step, "step");
             result = match self.pending_removal.take() {
                 Some(id) => {
@@ -414,7 +414,7 @@ impl<'a> Executor<'a> {
                 }
                 None => self.step(step).await,
             };
-            crate::fault::after_step(n + 1, step);
+            crate::fault::after_step(step.kind());
             if result.is_err() {
                 break;
             }
@@ -613,7 +613,7 @@ impl<'a> Executor<'a> {
         if let Some(id) = self.candidate.take() {
             self.engine.remove(&id, false).await?;
         }
-        crate::fault::point("rollback-1");
+        crate::fault::rollback(crate::fault::Rollback::RemovedCandidate);
         let id = match to {
             RestoreTo::Previous(prev) => {
                 self.engine.rename(&prev, self.name()).await?;
@@ -622,13 +622,13 @@ impl<'a> Executor<'a> {
             RestoreTo::Stopped(active) => active,
         };
         self.fallback = Fallback::Exposed;
-        crate::fault::point("rollback-2");
+        crate::fault::rollback(crate::fault::Rollback::RenamedBack);
         self.engine.start(&id).await?;
-        crate::fault::point("rollback-3");
+        crate::fault::rollback(crate::fault::Rollback::Started);
         if let Err(e) = self.apply_users(&id).await {
             tracing::warn!(object = %self.desired.name, error = %e, "users after rollback");
         }
-        crate::fault::point("rollback-4");
+        crate::fault::rollback(crate::fault::Rollback::UsersApplied);
         if let Err(e) = self.gate(&id).await {
             tracing::warn!(object = %self.desired.name, "restored container is not healthy: {e}");
         }

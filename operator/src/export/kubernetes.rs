@@ -1535,10 +1535,7 @@ mod tests {
 
     /// A valid object `name` with `spec_extra` (YAML lines at `spec:` indentation) after its image.
     fn mk_yaml(name: &str, spec_extra: &str) -> String {
-        let extra: String = spec_extra.lines().map(|l| format!("  {l}\n")).collect();
-        format!(
-            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: 127.0.0.1:5000/web:v1\n{extra}"
-        )
+        crate::testing::object(name).spec(spec_extra).yaml()
     }
 
     fn mk_objects(text: &str) -> Vec<Container> {

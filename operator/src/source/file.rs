@@ -238,9 +238,10 @@ mod tests {
     use super::*;
 
     fn obj(name: &str, image: &str, port: u16) -> String {
-        format!(
-            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: {image}\n  ports:\n    - {{containerPort: 8080, hostPort: {port}}}\n"
-        )
+        crate::testing::object(name)
+            .image(image)
+            .ports(&[(8080, port)])
+            .yaml()
     }
 
     fn names(s: &DesiredState) -> Vec<String> {

@@ -548,9 +548,7 @@ mod tests {
     }
 
     fn obj(name: &str, image: &str) -> String {
-        format!(
-            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {name}\nspec:\n  image: {image}\n"
-        )
+        crate::testing::object(name).image(image).yaml()
     }
 
     #[test]

@@ -190,15 +190,10 @@ fn walk_list(path: &str, a: &[Value], b: &[Value], secret: bool, out: &mut Vec<F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::load::load_str;
 
+    /// Object `web` with `extra` (spec lines).
     fn obj(extra: &str) -> Container {
-        let text = format!(
-            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata: {{name: web}}\nspec:\n  image: 127.0.0.1:5000/web:v1\n{extra}"
-        );
-        let loaded = load_str(std::path::Path::new("t.yaml"), &text);
-        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
-        loaded.objects[0].object.clone()
+        crate::testing::object("web").spec(extra).validated()
     }
 
     fn lines(a: &Container, b: &Container) -> Vec<String> {
@@ -207,11 +202,10 @@ mod tests {
 
     #[test]
     fn env_by_name_ports_by_index() {
-        let a = obj(
-            "  env: [{name: TZ, value: UTC}]\n  ports: [{containerPort: 8080, hostPort: 18080}]\n",
-        );
+        let a =
+            obj("env: [{name: TZ, value: UTC}]\nports: [{containerPort: 8080, hostPort: 18080}]\n");
         let b = obj(
-            "  env: [{name: TZ, value: Europe/Paris}, {name: K, valueFrom: {file: /etc/dockop/secrets/k}}]\n  ports: [{containerPort: 8080, hostPort: 18080}, {containerPort: 9090, hostPort: 19090}]\n",
+            "env: [{name: TZ, value: Europe/Paris}, {name: K, valueFrom: {file: /etc/dockop/secrets/k}}]\nports: [{containerPort: 8080, hostPort: 18080}, {containerPort: 9090, hostPort: 19090}]\n",
         );
         let l = lines(&a, &b);
         assert!(
@@ -235,11 +229,9 @@ mod tests {
     fn password_hashes_never_printed() {
         let h1 = "$6$saltsalt$aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
         let h2 = "$6$saltsalt$bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
-        let a = obj(&format!(
-            "  users: [{{name: alice, passwordHash: '{h1}'}}]\n"
-        ));
+        let a = obj(&format!("users: [{{name: alice, passwordHash: '{h1}'}}]\n"));
         let b = obj(&format!(
-            "  users: [{{name: alice, passwordHash: '{h2}'}}, {{name: bob, passwordHash: '{h2}'}}]\n"
+            "users: [{{name: alice, passwordHash: '{h2}'}}, {{name: bob, passwordHash: '{h2}'}}]\n"
         ));
         let text = lines(&a, &b).join("\n");
         assert!(!text.contains("saltsalt"), "{text}");

@@ -271,7 +271,8 @@ pub fn load_with_positions(
     LoadedWithPositions { loaded, positions }
 }
 
-/// Reads one YAML text (as if it were the file `file`) — for tests and the git source, which reads blobs.
+/// Reads one YAML text as if it were the file `file` (the unit and corpus tests). The sources read files:
+/// the git source writes a revision's blobs to a staging directory and reads them with [`load_paths`].
 pub fn load_str(file: &Path, text: &str) -> Loaded {
     let mut diagnostics = Vec::new();
     let mut documents = Vec::new();

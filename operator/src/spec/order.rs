@@ -56,13 +56,7 @@ mod tests {
     use super::*;
 
     fn obj(name: &str, deps: &[&str]) -> Container {
-        serde_json::from_value(serde_json::json!({
-            "apiVersion": "dockop.dev/v1alpha1",
-            "kind": "Container",
-            "metadata": {"name": name},
-            "spec": {"image": "web", "dependsOn": deps},
-        }))
-        .unwrap()
+        crate::testing::object(name).depends_on(deps).build()
     }
 
     #[test]

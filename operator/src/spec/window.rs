@@ -291,16 +291,33 @@ mod tests {
         }
     }
 
+    /// Odd bytes (NUL, non-ASCII letters where a day or a digit belongs, a bare sign) are refused with the
+    /// reason, never accepted and never a panic.
     #[test]
-    fn never_panics_on_odd_input() {
-        for text in [
-            "\u{0}",
-            "é 02:00-03:00 UTC",
-            "Mon ï:00-03:00 UTC",
-            "Mon 02:00-03:00 +",
-            "- - -",
+    fn odd_input_is_refused_with_the_reason() {
+        for (text, needle) in [
+            ("\u{0}", "has no time zone"),
+            ("é 02:00-03:00 UTC", "\"é\" is not a day"),
+            ("Mon ï:00-03:00 UTC", "\"ï:00\" is not a time"),
+            ("Mon 0é:00-03:00 UTC", "\"0é:00\" is not a time"),
+            ("Mon 02:00-03:00 +", "\"+\" is not a supported time zone"),
+            ("- - -", "\"\" is not a day"),
         ] {
-            let _ = Window::parse(text);
+            let err = Window::parse(text).expect_err(text);
+            assert!(err.to_string().contains(needle), "{text:?}: {err}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text: an error, or a window that prints as text parsing back to the same window.
+        #[test]
+        fn any_text_is_refused_or_round_trips(
+            text in "((\\*|[A-Za-z]{3}(-[A-Za-z]{3})?(,[A-Za-z]{3})?) )?[0-2][0-9]:[0-6][0-9]-[0-2][0-9]:[0-6][0-9] (UTC|Z|[+-][0-1][0-9]:[0-6][0-9])|\\PC{0,30}"
+        ) {
+            if let Ok(w) = Window::parse(&text) {
+                let shown = w.to_string();
+                proptest::prop_assert_eq!(Window::parse(&shown).ok(), Some(w), "{:?} shown as {:?}", text, shown);
+            }
         }
     }
 }

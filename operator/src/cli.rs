@@ -380,7 +380,7 @@ fn convert_cmd(files: &[PathBuf], project: Option<String>) -> ExitCode {
     let dotenv = std::fs::read_to_string(crate::convert::compose::base_dir(&first).join(".env"))
         .map(|t| dotenv_vars(&t))
         .unwrap_or_default();
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let read = |p: &std::path::Path| std::fs::read_to_string(p);
     let opts = crate::convert::Options {
         project,
         env: Env {

@@ -509,7 +509,7 @@ pub fn spawn(shared: Arc<Shared>, board: Arc<Board>) -> JoinHandle<()> {
 
 /// [`spawn`] with other periods (tests).
 pub fn spawn_tuned(shared: Arc<Shared>, board: Arc<Board>, tuning: Tuning) -> JoinHandle<()> {
-    tokio::spawn(supervise(Arc::new(Ctx {
+    tokio::spawn(supervise(Arc::new(Supervisor {
         engine: Arc::clone(&shared.engine),
         shared,
         board,
@@ -520,7 +520,7 @@ pub fn spawn_tuned(shared: Arc<Shared>, board: Arc<Board>, tuning: Tuning) -> Jo
 
 /// What the supervisor and the object tasks share.
 #[derive(Debug)]
-struct Ctx {
+struct Supervisor {
     shared: Arc<Shared>,
     engine: Arc<dyn Engine>,
     board: Arc<Board>,
@@ -543,7 +543,7 @@ impl Drop for Task {
     }
 }
 
-async fn supervise(ctx: Arc<Ctx>) {
+async fn supervise(ctx: Arc<Supervisor>) {
     let mut tasks: BTreeMap<String, Task> = BTreeMap::new();
     let mut started: HashMap<String, Started> = HashMap::new();
     let mut wakes = ctx.board.wakes();
@@ -617,7 +617,7 @@ async fn supervise(ctx: Arc<Ctx>) {
 
 /// One list call; inspects the active containers it has not seen start yet. Publishes the result in the
 /// fleet.
-async fn refresh(ctx: &Ctx, started: &mut HashMap<String, Started>) {
+async fn refresh(ctx: &Supervisor, started: &mut HashMap<String, Started>) {
     let listed = match ctx.engine.list_brief().await {
         Ok(l) => l,
         Err(e) => {
@@ -671,7 +671,7 @@ async fn refresh(ctx: &Ctx, started: &mut HashMap<String, Started>) {
 /// for the others only a change of state of the same container is written, and the names of those whose
 /// container came, went or started/stopped running are returned: their task looks (and probes) now.
 fn publish(
-    ctx: &Ctx,
+    ctx: &Supervisor,
     objects: &BTreeMap<String, Arc<Container>>,
     began: Instant,
     period: Duration,
@@ -767,7 +767,7 @@ fn look_without_probe(
 
 /// One object: probes at the interval while watched, at the idle period otherwise, and when poked (its
 /// container changed); refreshes memory while `/health` is watched.
-async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
+async fn watch(ctx: Arc<Supervisor>, obj: Arc<Container>, poke: Arc<Notify>) {
     let name = obj.metadata.name.as_str();
     let interval = interval_of(&obj.spec);
     let mut wakes = ctx.board.wakes();
@@ -849,7 +849,7 @@ async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
 /// Probes an object with a health section once, from its listed container; writes the board and
 /// `dockop_ready`. Objects without one are looked at by the list refresh.
 async fn look(
-    ctx: &Ctx,
+    ctx: &Supervisor,
     obj: &Container,
     view: Result<Option<ContainerInfo>, String>,
     began: Instant,

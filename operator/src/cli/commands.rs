@@ -905,7 +905,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
     let registry_digest = if obj.spec.digest.is_some() {
         obj.spec.digest.clone()
     } else {
-        let creds = crate::engine::auth::credentials_for(desired.tag_reference())
+        let creds = crate::engine::auth::credentials_for_host(desired.registry_host())
             .ok()
             .flatten();
         match crate::engine::Engine::registry_digest(

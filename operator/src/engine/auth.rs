@@ -14,6 +14,10 @@ use serde::Deserialize;
 use super::Credentials;
 
 /// Registry host of an image reference, as Docker keys it (`docker.io` for Docker Hub).
+///
+/// Transitional: the engine layer sits below `spec`, so the one image-reference parser
+/// (`spec::ImageRef::registry_host`, or `DesiredContainer::registry_host`) belongs to the caller, which
+/// passes the host to [`credentials_for_host`]. Remove this with [`credentials_for`] once every caller does.
 pub fn registry_host(image: &str) -> &str {
     match image.split_once('/') {
         Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
@@ -120,8 +124,15 @@ fn home_from_passwd(passwd: &str, uid: u32) -> Option<PathBuf> {
     })
 }
 
-/// Credentials for the registry of `image`, or `None` for anonymous access.
+/// Credentials for the registry of `image`, or `None` for anonymous access. Transitional wrapper of
+/// [`credentials_for_host`] (see [`registry_host`]).
 pub fn credentials_for(image: &str) -> Result<Option<Credentials>, AuthError> {
+    credentials_for_host(registry_host(image))
+}
+
+/// Credentials for the registry `host` (`HOST[:PORT]`, `docker.io` for Docker Hub), or `None` for
+/// anonymous access.
+pub fn credentials_for_host(host: &str) -> Result<Option<Credentials>, AuthError> {
     let Some(path) = config_path() else {
         return Ok(None);
     };
@@ -139,7 +150,6 @@ pub fn credentials_for(image: &str) -> Result<Option<Credentials>, AuthError> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let host = registry_host(image);
     let keys: Vec<String> = if host == "docker.io" {
         vec![
             "https://index.docker.io/v1/".into(),

@@ -22,8 +22,10 @@ pub mod run;
     after_help = "Exit codes: 0 success (plan: nothing to do), 1 failure, 2 plan: changes pending, 64 usage error."
 )]
 pub struct Cli {
+    /// Flags before (or after) the command.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }

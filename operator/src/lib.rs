@@ -1,6 +1,10 @@
 //! dockop: a Kubernetes-style operator for plain Docker hosts. Desired state in YAML, a reconcile loop
 //! against the Docker engine, health-gated updates with preflight and automatic rollback.
 
+// enabled by the lead after the merge (every public item outside execute.rs, reconcile.rs and plan.rs is
+// documented; those three had no undocumented public item either when this was checked):
+// #![warn(missing_docs)]
+
 pub mod backoff;
 pub mod cli;
 pub mod controller;

@@ -1,8 +1,8 @@
 //! Users inside the container: created, password hash set, locked or unlocked through exec; removed ones
 //! locked or deleted. Only accounts carrying the `dockop-managed` GECOS marker are ever touched.
 //!
-//! One pass is: one read exec ([`READ_SCRIPT`]: which tools the image has, the `passwd`/`shadow` lines of
-//! the accounts that matter), a pure diff ([`plan_user`], [`plan_prune`]) and then, only for what differs,
+//! One pass is: one read exec (`READ_SCRIPT`: which tools the image has, the `passwd`/`shadow` lines of
+//! the accounts that matter), a pure diff (`plan_user`, `plan_prune`) and then, only for what differs,
 //! one exec per change. A converged container costs exactly the read. Hashes travel only on `chpasswd -e`'s
 //! stdin; they never reach an argv, an environment variable, a log line, an error or the status.
 
@@ -1171,6 +1171,10 @@ mod tests {
             log,
             ["read", "useradd -m -c dockop-managed alice", "chpasswd -e"]
         );
+        assert_eq!(
+            r.failures,
+            UserFailures(vec![UserFailure::NotManaged("www".into())])
+        );
         let err = r.error.unwrap();
         assert!(
             err.contains("user www: exists and is not managed by dockop"),
@@ -1234,7 +1238,16 @@ mod tests {
         std::fs::write(&file, "hunter2\n").unwrap();
         let (r, log) = pass(&engine, &sim, &d, &mut status).await;
         assert_eq!(log, ["read"]);
-        let err = r.unwrap().error.unwrap();
+        let r = r.unwrap();
+        assert!(
+            matches!(
+                r.failures.0.as_slice(),
+                [UserFailure::BadHash { user, source: HashSyntaxError::NotCrypt, .. }] if user == "bob"
+            ),
+            "{:?}",
+            r.failures
+        );
+        let err = r.error.unwrap();
         assert!(
             err.contains("user bob") && !err.contains("hunter2"),
             "{err}"
@@ -1344,6 +1357,15 @@ mod tests {
             ]
         );
         let r = r.unwrap();
+        assert!(
+            matches!(
+                r.failures.0.as_slice(),
+                [UserFailure::Change { user, source: CommandError::Exit { program, code: 1, .. } }]
+                    if user == "alice" && program == "chpasswd"
+            ),
+            "{:?}",
+            r.failures
+        );
         let err = r.error.unwrap();
         assert!(
             err.starts_with("user alice: chpasswd failed (exit 1)"),

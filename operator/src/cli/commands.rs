@@ -169,6 +169,8 @@ fn engine_endpoint(
     Endpoint::parse(global.docker_host.as_deref(), &tls, global.insecure_engine)
 }
 
+/// Connects to the Docker engine the global flags name, scoped to this dockop instance's containers; on
+/// failure prints the error (with a fix) and returns the exit code.
 pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
     let instance = instance(global).await?;
     let endpoint = engine_endpoint(global).map_err(|e| {

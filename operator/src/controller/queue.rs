@@ -15,7 +15,7 @@ use tokio::time::Instant;
 /// so a steady stream of changes cannot starve an object.
 const MAX_DEBOUNCE_PERIODS: u32 = 5;
 
-/// What a reconcile asks for next (kube-runtime calls it `Action`; `plan::Action` is a step here).
+/// What a reconcile asks for next (kube-runtime calls it `Action`; here `plan::Action` is what a plan does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextRun {
     requeue_after: Option<Duration>,

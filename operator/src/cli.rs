@@ -22,8 +22,10 @@ pub mod run;
     after_help = "Exit codes: 0 success (plan: nothing to do), 1 failure, 2 plan: changes pending, 64 usage error."
 )]
 pub struct Cli {
+    /// Flags before (or after) the command.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -380,7 +382,7 @@ fn convert_cmd(files: &[PathBuf], project: Option<String>) -> ExitCode {
     let dotenv = std::fs::read_to_string(crate::convert::compose::base_dir(&first).join(".env"))
         .map(|t| dotenv_vars(&t))
         .unwrap_or_default();
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let read = |p: &std::path::Path| std::fs::read_to_string(p);
     let opts = crate::convert::Options {
         project,
         env: Env {

@@ -15,7 +15,9 @@ use crate::engine::{
 use crate::health::{AuthError, ProbeAuth};
 use crate::spec::hash::spec_hash;
 use crate::spec::quantity::{QuantityError, parse_bytes};
-use crate::spec::{Container, ContainerSpec, Logging, Protocol, UpdateStrategy};
+use crate::spec::{
+    Container, ContainerSpec, ImageRef, ImageRefError, Logging, Protocol, UpdateStrategy,
+};
 use crate::valuefile::{self, ValueFileError};
 
 /// What the container should be, minus the image digest (resolved later).
@@ -29,10 +31,12 @@ pub struct DesiredContainer {
     pub user_labels: BTreeMap<String, String>,
     /// Hash of the container's shape.
     pub spec_hash: String,
-    /// Image repository without tag or digest (`127.0.0.1:5000/web`).
-    pub repository: String,
+    /// `spec.image`, parsed.
+    pub image: ImageRef,
     /// Credentials the health probes send (read from their files at this reconcile; never hashed).
     pub probe_auth: ProbeAuth,
+    /// `image` without any `@digest` ([`DesiredContainer::tag_reference`]).
+    tag_reference: String,
     /// The create request, image and labels still to fill in ([`DesiredContainer::request`]).
     template: CreateRequest,
 }
@@ -68,6 +72,15 @@ pub enum DesiredError {
     /// Reading the files took too long (a hung file system).
     #[error("reading the spec's value files: {0}")]
     Blocked(#[source] ValueFileError),
+    /// `spec.image` is not an image reference (validation catches this first).
+    #[error("spec.image \"{image}\" is not a valid image reference: {source}")]
+    Image {
+        /// The text.
+        image: String,
+        /// Why.
+        #[source]
+        source: ImageRefError,
+    },
 }
 
 /// The part of the spec that shapes the container, hashed for `dockop.dev/spec-hash`.
@@ -155,15 +168,6 @@ fn host_settings(spec: &ContainerSpec) -> Result<HostSettings, DesiredError> {
     })
 }
 
-/// Splits `repo[:tag][@digest]` into the repository.
-pub fn repository_of(image: &str) -> &str {
-    let no_digest = image.split('@').next().unwrap_or(image);
-    match no_digest.rfind(':') {
-        Some(i) if !no_digest[i..].contains('/') => &no_digest[..i],
-        _ => no_digest,
-    }
-}
-
 impl DesiredContainer {
     /// [`DesiredContainer::build`] on a blocking thread, given up after [`valuefile::READ_LIMIT`].
     pub async fn load(obj: &Container) -> Result<Self, DesiredError> {
@@ -176,6 +180,10 @@ impl DesiredContainer {
     /// Builds the desired container for `obj`, reading env and credential files (blocking).
     pub fn build(obj: &Container) -> Result<Self, DesiredError> {
         let spec = &obj.spec;
+        let image = ImageRef::parse(&spec.image).map_err(|source| DesiredError::Image {
+            image: spec.image.clone(),
+            source,
+        })?;
         let probe_auth = match &spec.health {
             Some(h) => ProbeAuth::load(h)?,
             None => ProbeAuth::default(),
@@ -278,7 +286,8 @@ impl DesiredContainer {
             spec: spec.clone(),
             user_labels: obj.metadata.labels.clone(),
             spec_hash: hash,
-            repository: repository_of(&spec.image).to_owned(),
+            tag_reference: image.tag_reference(),
+            image,
             probe_auth,
             template,
         })
@@ -286,16 +295,17 @@ impl DesiredContainer {
 
     /// `repository@digest`: what is pulled and run.
     pub fn pinned_reference(&self, digest: &str) -> String {
-        format!("{}@{digest}", self.repository)
+        self.image.pinned(digest)
     }
 
     /// The tag reference the registry is asked about (`image` without any `@digest`).
     pub fn tag_reference(&self) -> &str {
-        self.spec
-            .image
-            .split('@')
-            .next()
-            .unwrap_or(&self.spec.image)
+        &self.tag_reference
+    }
+
+    /// The registry host of the image, as Docker keys credentials (`docker.io` for Docker Hub).
+    pub fn registry_host(&self) -> &str {
+        self.image.registry_host()
     }
 
     /// Labels every container of this object carries.
@@ -513,17 +523,19 @@ mod tests {
     }
 
     #[test]
-    fn repository_parsing() {
-        assert_eq!(repository_of("127.0.0.1:5000/web:v1"), "127.0.0.1:5000/web");
-        assert_eq!(repository_of("127.0.0.1:5000/web"), "127.0.0.1:5000/web");
+    fn references_come_from_the_parsed_image() {
+        let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let mut obj = object(serde_json::json!({}));
+        obj.spec.image = format!("127.0.0.1:5000/web:v1@{digest}");
+        let d = DesiredContainer::build(&obj).unwrap();
+        assert_eq!(d.tag_reference(), "127.0.0.1:5000/web:v1");
         assert_eq!(
-            repository_of("127.0.0.1:5000/web@sha256:ab"),
-            "127.0.0.1:5000/web"
+            d.pinned_reference("sha256:ff"),
+            "127.0.0.1:5000/web@sha256:ff"
         );
-        assert_eq!(
-            repository_of("127.0.0.1:5000/web:v1@sha256:ab"),
-            "127.0.0.1:5000/web"
-        );
-        assert_eq!(repository_of("nginx"), "nginx");
+        assert_eq!(d.registry_host(), "127.0.0.1:5000");
+        obj.spec.image = "Web".to_owned();
+        let err = DesiredContainer::build(&obj).unwrap_err();
+        assert!(err.to_string().contains("must be lowercase"), "{err}");
     }
 }

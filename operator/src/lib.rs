@@ -1,6 +1,8 @@
 //! dockop: a Kubernetes-style operator for plain Docker hosts. Desired state in YAML, a reconcile loop
 //! against the Docker engine, health-gated updates with preflight and automatic rollback.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod cli;
 pub mod controller;

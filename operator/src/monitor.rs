@@ -514,7 +514,7 @@ pub(crate) fn spawn_scripted(
 }
 
 fn start(shared: Arc<Shared>, board: Arc<Board>, tuning: Tuning, prober: Prober) -> JoinHandle<()> {
-    tokio::spawn(supervise(Arc::new(Ctx {
+    tokio::spawn(supervise(Arc::new(Supervisor {
         engine: Arc::clone(&shared.engine),
         shared,
         board,
@@ -573,7 +573,7 @@ impl Prober {
 
 /// What the supervisor and the object tasks share.
 #[derive(Debug)]
-struct Ctx {
+struct Supervisor {
     shared: Arc<Shared>,
     engine: Arc<dyn Engine>,
     board: Arc<Board>,
@@ -597,7 +597,7 @@ impl Drop for Task {
     }
 }
 
-async fn supervise(ctx: Arc<Ctx>) {
+async fn supervise(ctx: Arc<Supervisor>) {
     let mut tasks: BTreeMap<String, Task> = BTreeMap::new();
     let mut started: HashMap<String, Started> = HashMap::new();
     let mut wakes = ctx.board.wakes();
@@ -671,7 +671,7 @@ async fn supervise(ctx: Arc<Ctx>) {
 
 /// One list call; inspects the active containers it has not seen start yet. Publishes the result in the
 /// fleet.
-async fn refresh(ctx: &Ctx, started: &mut HashMap<String, Started>) {
+async fn refresh(ctx: &Supervisor, started: &mut HashMap<String, Started>) {
     let listed = match ctx.engine.list_brief().await {
         Ok(l) => l,
         Err(e) => {
@@ -725,7 +725,7 @@ async fn refresh(ctx: &Ctx, started: &mut HashMap<String, Started>) {
 /// for the others only a change of state of the same container is written, and the names of those whose
 /// container came, went or started/stopped running are returned: their task looks (and probes) now.
 fn publish(
-    ctx: &Ctx,
+    ctx: &Supervisor,
     objects: &BTreeMap<String, Arc<Container>>,
     began: Instant,
     period: Duration,
@@ -821,7 +821,7 @@ fn look_without_probe(
 
 /// One object: probes at the interval while watched, at the idle period otherwise, and when poked (its
 /// container changed); refreshes memory while `/health` is watched.
-async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
+async fn watch(ctx: Arc<Supervisor>, obj: Arc<Container>, poke: Arc<Notify>) {
     let name = obj.metadata.name.as_str();
     let interval = interval_of(&obj.spec);
     let mut wakes = ctx.board.wakes();
@@ -902,7 +902,7 @@ async fn watch(ctx: Arc<Ctx>, obj: Arc<Container>, poke: Arc<Notify>) {
 /// Probes an object with a health section once, from its listed container; writes the board and
 /// `dockop_ready`. Objects without one are looked at by the list refresh.
 async fn look(
-    ctx: &Ctx,
+    ctx: &Supervisor,
     obj: &Container,
     view: Result<Option<ContainerInfo>, String>,
     began: Instant,

@@ -74,6 +74,35 @@ pub enum ProxyError {
     },
 }
 
+/// Why a route could not be switched or removed; the admin API answers with this text.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The route's upstream is not an IP address.
+    #[error("upstream {upstream:?} is not an IP address: {source}")]
+    Upstream {
+        /// The text sent.
+        upstream: String,
+        /// Why.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A listener of the route could not be bound (nothing was changed).
+    #[error("cannot listen on {listen}: {source}")]
+    Listen {
+        /// `ADDR:PORT`.
+        listen: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the routes file failed (the route is live but would not survive a restart).
+    #[error("cannot persist the routes: {0}")]
+    Persist(#[source] std::io::Error),
+    /// The blocking write of the routes file did not finish (a panic or shutdown).
+    #[error("{0}")]
+    Blocked(#[from] tokio::task::JoinError),
+}
+
 /// The proxy's metrics (prefix `dockop_proxy_`).
 #[derive(Debug)]
 struct ProxyMetrics {
@@ -395,11 +424,14 @@ impl Proxy {
 
     /// Points `name` at `route`: binds new listeners, swaps the upstream, persists, drains the previous
     /// upstream (at most `drain_seconds`), then cuts what is left on it.
-    async fn switch(self: Arc<Self>, name: &str, route: Route) -> Result<SwitchReport, String> {
+    async fn switch(self: Arc<Self>, name: &str, route: Route) -> Result<SwitchReport, RouteError> {
         let ip: IpAddr = route
             .upstream
             .parse()
-            .map_err(|e| format!("upstream {:?} is not an IP address: {e}", route.upstream))?;
+            .map_err(|source| RouteError::Upstream {
+                upstream: route.upstream.clone(),
+                source,
+            })?;
         let live = self.live_route(name, ip, &route.container_id);
         let _one = live.switching.lock().await;
         self.bind_listeners(&live, &route.listeners).await?;
@@ -414,11 +446,7 @@ impl Proxy {
             let mut table = self.table.lock().await;
             if table.routes.get(name) != Some(&route) {
                 table.routes.insert(name.to_owned(), route.clone());
-                let (path, snapshot) = (self.routes_path.clone(), table.clone());
-                tokio::task::spawn_blocking(move || switch::save_routes(&path, &snapshot))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot persist the routes: {e}"))?;
+                self.persist(&table).await?;
             }
         }
         if !changed {
@@ -480,16 +508,20 @@ impl Proxy {
         self: &Arc<Self>,
         live: &Arc<Live>,
         wanted: &[switch::Listener],
-    ) -> Result<(), String> {
+    ) -> Result<(), RouteError> {
         let have: Vec<switch::Listener> = match live.listeners.lock() {
             Ok(g) => g.keys().cloned().collect(),
             Err(p) => p.into_inner().keys().cloned().collect(),
         };
         let mut bound = Vec::new();
         for l in wanted.iter().filter(|l| !have.contains(l)) {
-            let listener = TcpListener::bind(&l.listen)
-                .await
-                .map_err(|e| format!("cannot listen on {}: {e}", l.listen))?;
+            let listener =
+                TcpListener::bind(&l.listen)
+                    .await
+                    .map_err(|source| RouteError::Listen {
+                        listen: l.listen.clone(),
+                        source,
+                    })?;
             bound.push((l.clone(), listener));
         }
         let mut g = match live.listeners.lock() {
@@ -515,7 +547,15 @@ impl Proxy {
         Ok(())
     }
 
-    async fn remove(&self, name: &str) -> Result<bool, String> {
+    /// Writes `table` to the routes file on a blocking thread.
+    async fn persist(&self, table: &RouteTable) -> Result<(), RouteError> {
+        let (path, snapshot) = (self.routes_path.clone(), table.clone());
+        tokio::task::spawn_blocking(move || switch::save_routes(&path, &snapshot))
+            .await?
+            .map_err(RouteError::Persist)
+    }
+
+    async fn remove(&self, name: &str) -> Result<bool, RouteError> {
         let live = match self.live.write() {
             Ok(mut g) => g.remove(name),
             Err(p) => p.into_inner().remove(name),
@@ -525,11 +565,7 @@ impl Proxy {
         }
         let mut table = self.table.lock().await;
         if table.routes.remove(name).is_some() {
-            let (path, snapshot) = (self.routes_path.clone(), table.clone());
-            tokio::task::spawn_blocking(move || switch::save_routes(&path, &snapshot))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot persist the routes: {e}"))?;
+            self.persist(&table).await?;
         }
         Ok(live.is_some())
     }
@@ -784,7 +820,7 @@ async fn put_route(
     };
     match p.switch(&name, route).await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(e) => json_error(StatusCode::CONFLICT, &e),
+        Err(e) => json_error(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 
@@ -792,7 +828,7 @@ async fn delete_route(State(p): State<Arc<Proxy>>, UrlPath(name): UrlPath<String
     match p.remove(&name).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => json_error(StatusCode::NOT_FOUND, "no such route"),
-        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

@@ -123,7 +123,7 @@ async fn registry_answer(
     {
         return RegistryAnswer::Digest(dg.clone());
     }
-    let creds = match auth::credentials_for(&tag) {
+    let creds = match auth::credentials_for_host(d.registry_host()) {
         Ok(c) => c,
         Err(e) => return RegistryAnswer::Error(e.to_string()),
     };
@@ -147,7 +147,7 @@ async fn registry_answer(
             m.registry_checks_total
                 .get_or_create(&vec![("result", result.to_owned())])
                 .inc();
-            let host = auth::registry_host(&tag);
+            let host = d.registry_host();
             let msg = match e {
                 EngineError::Unauthorized { message, .. } => format!(
                     "registry {host} refused access ({message}); fix: `docker login {host}` as the user dockop runs as (dockop reads $DOCKER_CONFIG/config.json or ~/.docker/config.json, with credential helpers)"

@@ -65,7 +65,7 @@ pub fn send(socket: &str, state: State) -> Result<(), NotifyError> {
     Ok(())
 }
 
-/// [`notify`], logging a failure (a lost notification is systemd's timeout to report, not a reason to
+/// [`notify()`], logging a failure (a lost notification is systemd's timeout to report, not a reason to
 /// stop).
 pub fn notify_logged(state: State) {
     match notify(state) {

@@ -35,7 +35,7 @@ pub fn init_logging(format: LogFormat, verbose: u8) {
 }
 
 /// The log filter: `RUST_LOG` when set (and not blank), else the level of `-v`; then `LIB=info` for each
-/// of [`QUIET_LIBRARIES`] that `RUST_LOG` does not name.
+/// of `QUIET_LIBRARIES` that `RUST_LOG` does not name.
 pub fn filter_directives(verbose: u8, rust_log: Option<&str>) -> String {
     let rust_log = rust_log.map(str::trim).filter(|s| !s.is_empty());
     let mut out = rust_log

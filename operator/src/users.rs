@@ -1,8 +1,8 @@
 //! Users inside the container: created, password hash set, locked or unlocked through exec; removed ones
 //! locked or deleted. Only accounts carrying the `dockop-managed` GECOS marker are ever touched.
 //!
-//! One pass is: one read exec ([`READ_SCRIPT`]: which tools the image has, the `passwd`/`shadow` lines of
-//! the accounts that matter), a pure diff ([`plan_user`], [`plan_prune`]) and then, only for what differs,
+//! One pass is: one read exec (`READ_SCRIPT`: which tools the image has, the `passwd`/`shadow` lines of
+//! the accounts that matter), a pure diff (`plan_user`, `plan_prune`) and then, only for what differs,
 //! one exec per change. A converged container costs exactly the read. Hashes travel only on `chpasswd -e`'s
 //! stdin; they never reach an argv, an environment variable, a log line, an error or the status.
 
@@ -11,6 +11,7 @@ use std::fmt;
 
 use crate::desired::DesiredContainer;
 use crate::engine::{Engine, ExecOutput};
+use crate::spec::password::HashSyntaxError;
 use crate::spec::{User, UsersPrune};
 use crate::status::{ObjectStatus, UserStatus};
 
@@ -24,8 +25,99 @@ pub struct UsersReport {
     pub changed: bool,
     /// One line for people, never a hash.
     pub summary: String,
-    /// An error that left some users unapplied (the others were applied).
-    pub error: Option<String>,
+    /// What left some users unapplied (the others were applied); empty when all were.
+    pub failures: UserFailures,
+}
+
+/// Users a pass left unapplied, in the order met; shown joined by `; `.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserFailures(pub Vec<UserFailure>);
+
+impl UserFailures {
+    /// True when every user was applied.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for UserFailures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UserFailures {}
+
+/// Why one user was left unapplied. Never carries a hash.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserFailure {
+    /// The spec's name is not a valid account name.
+    #[error("user {0:?}: not a valid user name")]
+    InvalidName(String),
+    /// An account of that name exists without dockop's marker.
+    #[error(
+        "user {0}: exists and is not managed by dockop (no {MARKER} GECOS marker); left untouched"
+    )]
+    NotManaged(String),
+    /// `passwordFile` could not be read.
+    #[error("user {user}: cannot read passwordFile {file}: {message}")]
+    PasswordFile {
+        /// Account.
+        user: String,
+        /// The file.
+        file: String,
+        /// The I/O error.
+        message: String,
+    },
+    /// `passwordFile` holds something that is not a usable hash.
+    #[error("user {user}: passwordFile {file} does not hold a usable hash: {source}")]
+    BadHash {
+        /// Account.
+        user: String,
+        /// The file.
+        file: String,
+        /// What is wrong with it.
+        #[source]
+        source: HashSyntaxError,
+    },
+    /// A change command failed.
+    #[error("user {user}: {source}")]
+    Change {
+        /// Account.
+        user: String,
+        /// The command's failure.
+        #[source]
+        source: CommandError,
+    },
+}
+
+/// A user-changing command that failed in the container (its stderr first line, hashes masked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// It ran and exited non-zero.
+    #[error("{program} failed (exit {code}): {stderr}")]
+    Exit {
+        /// `useradd`, `chpasswd`, ...
+        program: String,
+        /// Exit code.
+        code: i64,
+        /// First line of stderr, masked.
+        stderr: String,
+    },
+    /// The exec itself failed.
+    #[error("{program} failed: {message}")]
+    Exec {
+        /// `useradd`, `chpasswd`, ...
+        program: String,
+        /// The engine's error.
+        message: String,
+    },
 }
 
 /// Why users could not be reconciled at all.
@@ -124,7 +216,7 @@ struct Account {
 
 /// What the read found.
 #[derive(Default)]
-struct Snapshot {
+struct UserTable {
     tools: BTreeSet<String>,
     accounts: BTreeMap<String, Account>,
 }
@@ -137,7 +229,7 @@ fn is_marker(gecos: &str) -> bool {
 /// Parses the read's output. Tolerates anything odd (NIS `+` lines, short lines, blank lines, invalid
 /// UTF-8 already replaced by the engine); insists on the `B`...`E` frame so a cut output is never taken
 /// for "these users do not exist".
-fn parse_read(out: &ExecOutput) -> Result<Snapshot, UsersError> {
+fn parse_read(out: &ExecOutput) -> Result<UserTable, UsersError> {
     let mut lines = out
         .stdout
         .lines()
@@ -153,7 +245,7 @@ fn parse_read(out: &ExecOutput) -> Result<Snapshot, UsersError> {
             one_line(&out.stderr)
         )));
     }
-    let mut snap = Snapshot::default();
+    let mut snap = UserTable::default();
     let mut passwd: BTreeMap<String, (bool, String)> = BTreeMap::new();
     let mut shadow: BTreeMap<String, String> = BTreeMap::new();
     let mut ended = false;
@@ -204,7 +296,7 @@ fn parse_read(out: &ExecOutput) -> Result<Snapshot, UsersError> {
 
 /// One change to one account.
 #[derive(Clone, PartialEq, Eq)]
-enum Action {
+enum UserChange {
     /// Create the account (with the marker, no password).
     Create,
     /// Write this shadow password field (a hash, `!`-prefixed when locked) with `chpasswd -e`.
@@ -217,37 +309,37 @@ enum Action {
     Delete,
 }
 
-impl fmt::Debug for Action {
+impl fmt::Debug for UserChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Action::Create => "Create",
-            Action::SetPassword(_) => "SetPassword([redacted])",
-            Action::Lock => "Lock",
-            Action::Unlock => "Unlock",
-            Action::Delete => "Delete",
+            UserChange::Create => "Create",
+            UserChange::SetPassword(_) => "SetPassword([redacted])",
+            UserChange::Lock => "Lock",
+            UserChange::Unlock => "Unlock",
+            UserChange::Delete => "Delete",
         })
     }
 }
 
-impl Action {
+impl UserChange {
     /// For logs.
     fn kind(&self) -> &'static str {
         match self {
-            Action::Create => "create",
-            Action::SetPassword(_) => "set_password",
-            Action::Lock => "lock",
-            Action::Unlock => "unlock",
-            Action::Delete => "delete",
+            UserChange::Create => "create",
+            UserChange::SetPassword(_) => "set_password",
+            UserChange::Lock => "lock",
+            UserChange::Unlock => "unlock",
+            UserChange::Delete => "delete",
         }
     }
 
     fn verb(&self) -> &'static str {
         match self {
-            Action::Create => "created",
-            Action::SetPassword(_) => "set password of",
-            Action::Lock => "locked",
-            Action::Unlock => "unlocked",
-            Action::Delete => "deleted",
+            UserChange::Create => "created",
+            UserChange::SetPassword(_) => "set password of",
+            UserChange::Lock => "locked",
+            UserChange::Unlock => "unlocked",
+            UserChange::Delete => "deleted",
         }
     }
 }
@@ -258,13 +350,13 @@ fn is_locked(field: &str) -> bool {
 }
 
 /// The changes that bring `current` (None: no such account) to `hash`/`locked`. `current` must be managed.
-fn plan_user(current: Option<&str>, hash: Option<&str>, locked: bool) -> Vec<Action> {
+fn plan_user(current: Option<&str>, hash: Option<&str>, locked: bool) -> Vec<UserChange> {
     let mut actions = Vec::new();
     // A fresh account has no password: `!`, as useradd and busybox adduser -D leave it.
     let current = match current {
         Some(c) => c,
         None => {
-            actions.push(Action::Create);
+            actions.push(UserChange::Create);
             "!"
         }
     };
@@ -277,19 +369,23 @@ fn plan_user(current: Option<&str>, hash: Option<&str>, locked: bool) -> Vec<Act
             };
             if current == target {
             } else if current.strip_prefix('!').unwrap_or(current) == h {
-                actions.push(if locked { Action::Lock } else { Action::Unlock });
+                actions.push(if locked {
+                    UserChange::Lock
+                } else {
+                    UserChange::Unlock
+                });
             } else {
                 // One write sets hash and lock state together: no window with the new password unlocked.
-                actions.push(Action::SetPassword(target));
+                actions.push(UserChange::SetPassword(target));
             }
         }
         None => {
             // No password configured: dockop leaves the hash alone and keeps only the lock state. Unlocking
             // an account without a hash would make it passwordless, so that is never done.
             if locked && !is_locked(current) {
-                actions.push(Action::Lock);
+                actions.push(UserChange::Lock);
             } else if !locked && is_locked(current) && current[1..].starts_with('$') {
-                actions.push(Action::Unlock);
+                actions.push(UserChange::Unlock);
             }
         }
     }
@@ -297,11 +393,13 @@ fn plan_user(current: Option<&str>, hash: Option<&str>, locked: bool) -> Vec<Act
 }
 
 /// What happens to a managed account no longer in the spec.
-fn plan_prune(current: &str, prune: UsersPrune) -> Option<Action> {
+fn plan_prune(current: &str, prune: UsersPrune) -> Option<UserChange> {
     match prune {
-        UsersPrune::Lock if !is_locked(current) && !current.starts_with('*') => Some(Action::Lock),
+        UsersPrune::Lock if !is_locked(current) && !current.starts_with('*') => {
+            Some(UserChange::Lock)
+        }
         UsersPrune::Lock => None,
-        UsersPrune::Delete => Some(Action::Delete),
+        UsersPrune::Delete => Some(UserChange::Delete),
     }
 }
 
@@ -317,21 +415,23 @@ fn valid_name(name: &str) -> bool {
 
 /// The hash configured for `user`: inline, or read from `passwordFile` now (so rotating the file rotates
 /// the password). Errors name the user and the file, never the content.
-fn desired_hash(user: &User) -> Result<Option<String>, String> {
+fn desired_hash(user: &User) -> Result<Option<String>, UserFailure> {
     if let Some(h) = &user.password_hash {
         return Ok(Some(h.expose().trim().to_owned()));
     }
     let Some(file) = &user.password_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("user {}: cannot read passwordFile {file}: {e}", user.name))?;
+    let text = std::fs::read_to_string(file).map_err(|e| UserFailure::PasswordFile {
+        user: user.name.clone(),
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
     let hash = text.trim().to_owned();
-    crate::spec::password::check_hash_syntax(&hash).map_err(|why| {
-        format!(
-            "user {}: passwordFile {file} does not hold a usable hash: {why}",
-            user.name
-        )
+    crate::spec::password::check_hash_syntax(&hash).map_err(|source| UserFailure::BadHash {
+        user: user.name.clone(),
+        file: file.clone(),
+        source,
     })?;
     Ok(Some(hash))
 }
@@ -366,23 +466,26 @@ fn one_line(s: &str) -> String {
     }
 }
 
-/// Runs one mutating command; `Err` carries a message without secrets.
+/// Runs one mutating command; `Err` carries no secret.
 async fn run(
     engine: &dyn Engine,
     id: &str,
     argv: &[&str],
     stdin: Option<&[u8]>,
-) -> Result<(), String> {
+) -> Result<(), CommandError> {
+    let program = argv.first().copied().unwrap_or_default().to_owned();
     let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
     match engine.exec(id, &argv, stdin).await {
         Ok(out) if out.exit_code == 0 => Ok(()),
-        Ok(out) => Err(format!(
-            "{} failed (exit {}): {}",
-            argv[0],
-            out.exit_code,
-            one_line(&out.stderr)
-        )),
-        Err(e) => Err(format!("{} failed: {e}", argv[0])),
+        Ok(out) => Err(CommandError::Exit {
+            program,
+            code: out.exit_code,
+            stderr: one_line(&out.stderr),
+        }),
+        Err(e) => Err(CommandError::Exec {
+            program,
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -393,33 +496,35 @@ async fn perform(
     id: &str,
     tools: Tools,
     name: &str,
-    action: &Action,
+    action: &UserChange,
     current: &str,
-) -> Result<(), String> {
+) -> Result<(), CommandError> {
     let chpasswd = |field: &str| format!("{name}:{field}\n");
     match (tools, action) {
-        (Tools::Shadow, Action::Create) => {
+        (Tools::Shadow, UserChange::Create) => {
             run(engine, id, &["useradd", "-m", "-c", MARKER, name], None).await
         }
-        (Tools::Busybox, Action::Create) => {
+        (Tools::Busybox, UserChange::Create) => {
             run(engine, id, &["adduser", "-D", "-g", MARKER, name], None).await
         }
-        (_, Action::SetPassword(field)) => {
+        (_, UserChange::SetPassword(field)) => {
             let line = chpasswd(field);
             run(engine, id, &["chpasswd", "-e"], Some(line.as_bytes())).await
         }
-        (Tools::Shadow, Action::Lock) => run(engine, id, &["usermod", "-L", name], None).await,
-        (Tools::Shadow, Action::Unlock) => run(engine, id, &["usermod", "-U", name], None).await,
-        (Tools::Busybox, Action::Lock) => {
+        (Tools::Shadow, UserChange::Lock) => run(engine, id, &["usermod", "-L", name], None).await,
+        (Tools::Shadow, UserChange::Unlock) => {
+            run(engine, id, &["usermod", "-U", name], None).await
+        }
+        (Tools::Busybox, UserChange::Lock) => {
             let line = chpasswd(&format!("!{current}"));
             run(engine, id, &["chpasswd", "-e"], Some(line.as_bytes())).await
         }
-        (Tools::Busybox, Action::Unlock) => {
+        (Tools::Busybox, UserChange::Unlock) => {
             let line = chpasswd(current.strip_prefix('!').unwrap_or(current));
             run(engine, id, &["chpasswd", "-e"], Some(line.as_bytes())).await
         }
-        (Tools::Shadow, Action::Delete) => run(engine, id, &["userdel", name], None).await,
-        (Tools::Busybox, Action::Delete) => run(engine, id, &["deluser", name], None).await,
+        (Tools::Shadow, UserChange::Delete) => run(engine, id, &["userdel", name], None).await,
+        (Tools::Busybox, UserChange::Delete) => run(engine, id, &["deluser", name], None).await,
     }
 }
 
@@ -432,7 +537,7 @@ pub async fn apply(
     status: &mut ObjectStatus,
 ) -> Result<UsersReport, UsersError> {
     let spec_users = &desired.spec.users;
-    let mut errors: Vec<String> = Vec::new();
+    let mut errors: Vec<UserFailure> = Vec::new();
 
     // 1. Read: names from the spec and from status (accounts an earlier pass may have created).
     let mut names: Vec<&str> = Vec::new();
@@ -455,22 +560,19 @@ pub async fn apply(
     let mut snap = parse_read(&out)?;
 
     // 2. Diff, all of it before any change, so a missing tool set changes nothing.
-    let mut plans: Vec<(String, Vec<Action>)> = Vec::new();
+    let mut plans: Vec<(String, Vec<UserChange>)> = Vec::new();
     let mut spec_names = BTreeSet::new();
     for user in spec_users {
         spec_names.insert(user.name.as_str());
         if !valid_name(&user.name) {
-            errors.push(format!("user {:?}: not a valid user name", user.name));
+            errors.push(UserFailure::InvalidName(user.name.clone()));
             continue;
         }
         let current = snap.accounts.get(&user.name);
         if let Some(acc) = current
             && !acc.managed
         {
-            errors.push(format!(
-                "user {}: exists and is not managed by dockop (no {MARKER} GECOS marker); left untouched",
-                user.name
-            ));
+            errors.push(UserFailure::NotManaged(user.name.clone()));
             continue;
         }
         let hash = match desired_hash(user) {
@@ -516,7 +618,7 @@ pub async fn apply(
                         tracing::info!(user = %name, action = action.kind(), "user changed");
                         done.push(format!("{} {name}", action.verb()));
                         match action {
-                            Action::Create => {
+                            UserChange::Create => {
                                 snap.accounts.insert(
                                     name.clone(),
                                     Account {
@@ -525,20 +627,20 @@ pub async fn apply(
                                     },
                                 );
                             }
-                            Action::Delete => {
+                            UserChange::Delete => {
                                 snap.accounts.remove(name);
                             }
-                            Action::SetPassword(f) => {
+                            UserChange::SetPassword(f) => {
                                 if let Some(a) = snap.accounts.get_mut(name) {
                                     a.password.clone_from(f);
                                 }
                             }
-                            Action::Lock => {
+                            UserChange::Lock => {
                                 if let Some(a) = snap.accounts.get_mut(name) {
                                     a.password.insert(0, '!');
                                 }
                             }
-                            Action::Unlock => {
+                            UserChange::Unlock => {
                                 if let Some(a) = snap.accounts.get_mut(name)
                                     && a.password.starts_with('!')
                                 {
@@ -549,7 +651,10 @@ pub async fn apply(
                     }
                     Err(e) => {
                         tracing::warn!(user = %name, action = action.kind(), error = %e, "user change failed");
-                        errors.push(format!("user {name}: {e}"));
+                        errors.push(UserFailure::Change {
+                            user: name.clone(),
+                            source: e,
+                        });
                         break;
                     }
                 }
@@ -586,7 +691,7 @@ pub async fn apply(
         } else {
             done.join(", ")
         },
-        error: (!errors.is_empty()).then(|| errors.join("; ")),
+        failures: UserFailures(errors),
     })
 }
 
@@ -837,7 +942,7 @@ mod tests {
         assert_eq!(s.pw("bob"), Some(format!("!{b}")));
         assert_eq!(s.pw("carol").as_deref(), Some("!"));
         assert!(r.changed);
-        assert_eq!(r.error, None);
+        assert!(r.failures.is_empty());
         assert_eq!(
             r.summary,
             "created alice, set password of alice, created bob, set password of bob, created carol"
@@ -867,7 +972,7 @@ mod tests {
         let r = r.unwrap();
         assert!(!r.changed);
         assert_eq!(r.summary, "converged");
-        assert_eq!(r.error, None);
+        assert!(r.failures.is_empty());
     }
 
     #[tokio::test]
@@ -1040,7 +1145,12 @@ mod tests {
             log,
             ["read", "useradd -m -c dockop-managed alice", "chpasswd -e"]
         );
-        let err = r.error.unwrap();
+        assert_eq!(
+            r.failures,
+            UserFailures(vec![UserFailure::NotManaged("www".into())])
+        );
+        assert!(!r.failures.is_empty());
+        let err = r.failures.to_string();
         assert!(
             err.contains("user www: exists and is not managed by dockop"),
             "{err}"
@@ -1077,7 +1187,8 @@ mod tests {
             log,
             ["read", "useradd -m -c dockop-managed alice", "chpasswd -e"]
         );
-        let err = r.error.unwrap();
+        assert!(!r.failures.is_empty());
+        let err = r.failures.to_string();
         assert!(
             err.contains("user bob") && err.contains(&file.display().to_string()),
             "{err}"
@@ -1086,7 +1197,7 @@ mod tests {
 
         std::fs::write(&file, format!("{}\n", yes('b'))).unwrap();
         let (r, log) = pass(&engine, &sim, &d, &mut status).await;
-        assert_eq!(r.unwrap().error, None);
+        assert!(r.unwrap().failures.is_empty());
         assert_eq!(
             log,
             ["read", "useradd -m -c dockop-managed bob", "chpasswd -e"]
@@ -1103,7 +1214,17 @@ mod tests {
         std::fs::write(&file, "hunter2\n").unwrap();
         let (r, log) = pass(&engine, &sim, &d, &mut status).await;
         assert_eq!(log, ["read"]);
-        let err = r.unwrap().error.unwrap();
+        let r = r.unwrap();
+        assert!(
+            matches!(
+                r.failures.0.as_slice(),
+                [UserFailure::BadHash { user, source: HashSyntaxError::NotCrypt, .. }] if user == "bob"
+            ),
+            "{:?}",
+            r.failures
+        );
+        assert!(!r.failures.is_empty());
+        let err = r.failures.to_string();
         assert!(
             err.contains("user bob") && !err.contains("hunter2"),
             "{err}"
@@ -1213,7 +1334,17 @@ mod tests {
             ]
         );
         let r = r.unwrap();
-        let err = r.error.unwrap();
+        assert!(
+            matches!(
+                r.failures.0.as_slice(),
+                [UserFailure::Change { user, source: CommandError::Exit { program, code: 1, .. } }]
+                    if user == "alice" && program == "chpasswd"
+            ),
+            "{:?}",
+            r.failures
+        );
+        assert!(!r.failures.is_empty());
+        let err = r.failures.to_string();
         assert!(
             err.starts_with("user alice: chpasswd failed (exit 1)"),
             "{err}"
@@ -1243,7 +1374,7 @@ mod tests {
         let d = desired(&users(&[("alice", None, true)]));
         let (r, log) = pass(&engine, &sim, &d, &mut status).await;
         assert_eq!(log, ["read"]);
-        assert_eq!(r.unwrap().error, None);
+        assert!(r.unwrap().failures.is_empty());
         assert_eq!(status.users, [st("alice", false, true)]);
         sim.lock().unwrap().cut = true;
         let (r, log) = pass(&engine, &sim, &d, &mut status).await;

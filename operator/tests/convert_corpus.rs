@@ -36,7 +36,7 @@ fn run(case: &Path) -> Converted {
     let dotenv: BTreeMap<String, String> = std::fs::read_to_string(case.join(".env"))
         .map(|t| dotenv_vars(&t))
         .unwrap_or_default();
-    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| e.to_string());
+    let read = |p: &Path| std::fs::read_to_string(p);
     let opts = Options {
         project: None,
         env: Env {

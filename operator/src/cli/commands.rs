@@ -171,6 +171,8 @@ fn engine_endpoint(
     Endpoint::parse(global.docker_host.as_deref(), &tls, global.insecure_engine)
 }
 
+/// Connects to the Docker engine the global flags name, scoped to this dockop instance's containers; on
+/// failure prints the error (with a fix) and returns the exit code.
 pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
     let instance = instance(global).await?;
     let endpoint = engine_endpoint(global).map_err(|e| {
@@ -907,7 +909,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
     let registry_digest = if obj.spec.digest.is_some() {
         obj.spec.digest.clone()
     } else {
-        let creds = crate::engine::auth::credentials_for(desired.tag_reference())
+        let creds = crate::engine::auth::credentials_for_host(desired.registry_host())
             .ok()
             .flatten();
         match crate::engine::Engine::registry_digest(

@@ -23,7 +23,7 @@ use tokio::time::{Instant, sleep_until};
 
 use self::backoff::{Backoff, jitter};
 use self::events::{EngineSignal, RELEVANT_ACTIONS};
-use self::queue::{Action, Request, WorkQueue};
+use self::queue::{NextRun, Request, WorkQueue};
 use self::worker::{Job, JobResult, Worker};
 use crate::execute::Outcome;
 use crate::notify::Notifier;
@@ -240,7 +240,7 @@ impl Controller {
         let now = Instant::now();
         for name in self.queue.pop_ready(now) {
             let Some(job) = self.job_for(&name) else {
-                self.queue.done(&name, Action::await_change(), now);
+                self.queue.done(&name, NextRun::await_change(), now);
                 self.first_done(&name);
                 continue;
             };
@@ -252,7 +252,7 @@ impl Controller {
                 }
                 // A prune waits for the dependents that go first; they request it when they are gone.
                 (Some(_), _) => {
-                    self.queue.done(&name, Action::await_change(), now);
+                    self.queue.done(&name, NextRun::await_change(), now);
                     self.first_done(&name);
                     continue;
                 }
@@ -383,14 +383,14 @@ impl Controller {
             }
             JobResult::Orphaned => {
                 self.orphaned.insert(name.to_owned());
-                Action::await_change()
+                NextRun::await_change()
             }
             JobResult::Pruned { .. } => {
                 self.known.remove(name);
                 self.orphaned.remove(name);
                 self.touched.remove(name);
                 self.backoffs.remove(name);
-                Action::await_change()
+                NextRun::await_change()
             }
             JobResult::PruneFailed(_) => self.retry(name),
             JobResult::Waiting => {
@@ -401,9 +401,9 @@ impl Controller {
                     .and_then(|o| self.unready_dependency(o));
                 if still.is_some() {
                     self.waiting.insert(name.to_owned());
-                    Action::await_change()
+                    NextRun::await_change()
                 } else {
-                    Action::requeue(Duration::ZERO)
+                    NextRun::requeue(Duration::ZERO)
                 }
             }
         };
@@ -412,21 +412,21 @@ impl Controller {
     }
 
     /// Next attempt after a failure, backing off.
-    fn retry(&mut self, name: &str) -> Action {
+    fn retry(&mut self, name: &str) -> NextRun {
         let b = self
             .backoffs
             .entry(name.to_owned())
             .or_insert_with(Backoff::for_reconcile);
-        Action::requeue(b.next().unwrap_or(Duration::from_secs(60)))
+        NextRun::requeue(b.next().unwrap_or(Duration::from_secs(60)))
     }
 
     /// After a success: come back for the registry check of a followed tag.
-    fn requeue_for(&self, name: &str) -> Action {
+    fn requeue_for(&self, name: &str) -> NextRun {
         match self.desired.get(name) {
-            Some(o) if o.spec.digest.is_none() => Action::requeue(Duration::from_secs(u64::from(
+            Some(o) if o.spec.digest.is_none() => NextRun::requeue(Duration::from_secs(u64::from(
                 o.spec.update.check_interval_seconds.max(1),
             ))),
-            _ => Action::await_change(),
+            _ => NextRun::await_change(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The work queue: per-object requests in, ready objects out. Deduplicates, debounces, keeps at most one
 //! reconcile in flight per object (a request arriving during one is remembered and runs after it), bounds
-//! parallelism, and schedules requeues (`Action::requeue`) — in the manner of kube-runtime's scheduler.
+//! parallelism, and schedules requeues (`NextRun::requeue`) — in the manner of kube-runtime's scheduler.
 //!
 //! Pure state stepped by the controller loop with the current time (`tokio::time::Instant`, so tests run
 //! on a paused clock): [`WorkQueue::request`], [`WorkQueue::pop_ready`], [`WorkQueue::done`] and
@@ -15,13 +15,13 @@ use tokio::time::Instant;
 /// so a steady stream of changes cannot starve an object.
 const MAX_DEBOUNCE_PERIODS: u32 = 5;
 
-/// What a reconcile asks for next, as kube-runtime's `Action`.
+/// What a reconcile asks for next (kube-runtime calls it `Action`; here `plan::Action` is what a plan does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Action {
+pub struct NextRun {
     requeue_after: Option<Duration>,
 }
 
-impl Action {
+impl NextRun {
     /// Run again after `after` (registry check period, error backoff).
     pub fn requeue(after: Duration) -> Self {
         Self {
@@ -149,7 +149,7 @@ impl WorkQueue {
     }
 
     /// Marks `name` finished; schedules what `action` asks for and what arrived while it ran.
-    pub fn done(&mut self, name: &str, action: Action, now: Instant) {
+    pub fn done(&mut self, name: &str, action: NextRun, now: Instant) {
         let Some(e) = self.entries.get_mut(name) else {
             return;
         };
@@ -269,10 +269,10 @@ mod tests {
         );
         assert!(wq.is_scheduled("a"));
         let t1 = t0 + Duration::from_secs(1);
-        wq.done("a", Action::await_change(), t1);
+        wq.done("a", NextRun::await_change(), t1);
         // The `Now` request made during the run is already due.
         assert_eq!(wq.pop_ready(t1), vec!["a".to_owned()]);
-        wq.done("a", Action::await_change(), t1);
+        wq.done("a", NextRun::await_change(), t1);
         assert!(!wq.is_scheduled("a"));
         assert_eq!(wq.next_deadline(), None);
     }
@@ -285,7 +285,7 @@ mod tests {
         wq.pop_ready(t0);
         wq.request("a", Request::Changed, t0);
         let t1 = t0 + Duration::from_secs(2);
-        wq.done("a", Action::await_change(), t1);
+        wq.done("a", NextRun::await_change(), t1);
         assert!(wq.pop_ready(t1).is_empty());
         assert_eq!(wq.next_deadline(), Some(t1 + DEBOUNCE));
     }
@@ -305,7 +305,7 @@ mod tests {
             None,
             "no wake-up while every slot is busy"
         );
-        wq.done(&first[0], Action::await_change(), t0);
+        wq.done(&first[0], NextRun::await_change(), t0);
         let next = wq.pop_ready(t0);
         assert_eq!(next.len(), 1);
         assert!(!first.contains(&next[0]));
@@ -317,7 +317,7 @@ mod tests {
         let t0 = Instant::now();
         wq.request("a", Request::Now, t0);
         wq.pop_ready(t0);
-        wq.done("a", Action::requeue(Duration::from_secs(300)), t0);
+        wq.done("a", NextRun::requeue(Duration::from_secs(300)), t0);
         assert_eq!(wq.next_deadline(), Some(t0 + Duration::from_secs(300)));
         // A resync before the requeue runs it sooner; the later requeue does not push it back.
         wq.request("a", Request::At(t0 + Duration::from_secs(60)), t0);

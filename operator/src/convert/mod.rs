@@ -95,8 +95,9 @@ pub struct Options<'a> {
     pub project: Option<String>,
     /// Variables for interpolation.
     pub env: Env,
-    /// Reads an `env_file` (path resolved against the first file's directory).
-    pub read_file: &'a dyn Fn(&Path) -> Result<String, String>,
+    /// Reads an `env_file` (path resolved against the first file's directory); a failure leaves the file
+    /// out with a report.
+    pub read_file: &'a dyn Fn(&Path) -> std::io::Result<String>,
 }
 
 impl fmt::Debug for Options<'_> {
@@ -126,7 +127,7 @@ pub fn convert(inputs: &[Input], opts: &Options<'_>) -> Result<Converted, Conver
                 .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .unwrap_or_else(|| "default".to_owned())
         });
-    let mut c = Ctx {
+    let mut c = Conversion {
         files,
         base: compose::base_dir(&first),
         project: sanitize_project(&project),
@@ -195,7 +196,7 @@ fn sanitize_project(p: &str) -> String {
         .collect()
 }
 
-struct Ctx<'a> {
+struct Conversion<'a> {
     files: Vec<PathBuf>,
     base: PathBuf,
     project: String,
@@ -347,7 +348,7 @@ fn health_url(words: &[String]) -> Option<(u16, String)> {
     Some((port, path.to_owned()))
 }
 
-impl Ctx<'_> {
+impl Conversion<'_> {
     fn report(&mut self, at: &Y, path: &str, message: &str, left_out: bool) {
         self.out.reports.push(Report {
             file: self.files.get(at.file).cloned().unwrap_or_default(),
@@ -968,7 +969,12 @@ mod tests {
             .iter()
             .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
             .collect();
-        let read = move |p: &Path| files.get(p).cloned().ok_or_else(|| "missing".to_owned());
+        let read = move |p: &Path| {
+            files
+                .get(p)
+                .cloned()
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "missing"))
+        };
         let opts = Options {
             project: Some("proj".into()),
             env: Env::default(),

@@ -13,16 +13,6 @@ use serde::Deserialize;
 
 use super::Credentials;
 
-/// Registry host of an image reference, as Docker keys it (`docker.io` for Docker Hub).
-pub fn registry_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
-        }
-        _ => "docker.io",
-    }
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ConfigFile {
@@ -120,8 +110,9 @@ fn home_from_passwd(passwd: &str, uid: u32) -> Option<PathBuf> {
     })
 }
 
-/// Credentials for the registry of `image`, or `None` for anonymous access.
-pub fn credentials_for(image: &str) -> Result<Option<Credentials>, AuthError> {
+/// Credentials for the registry `host` (`HOST[:PORT]`, `docker.io` for Docker Hub), or `None` for
+/// anonymous access.
+pub fn credentials_for_host(host: &str) -> Result<Option<Credentials>, AuthError> {
     let Some(path) = config_path() else {
         return Ok(None);
     };
@@ -139,7 +130,6 @@ pub fn credentials_for(image: &str) -> Result<Option<Credentials>, AuthError> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let host = registry_host(image);
     let keys: Vec<String> = if host == "docker.io" {
         vec![
             "https://index.docker.io/v1/".into(),
@@ -231,15 +221,6 @@ fn run_helper(helper: &str, server: &str) -> Result<Credentials, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn registry_host_rules() {
-        assert_eq!(registry_host("127.0.0.1:5000/web:v1"), "127.0.0.1:5000");
-        assert_eq!(registry_host("ghcr.io/a/b"), "ghcr.io");
-        assert_eq!(registry_host("localhost/x"), "localhost");
-        assert_eq!(registry_host("library/nginx"), "docker.io");
-        assert_eq!(registry_host("nginx:1"), "docker.io");
-    }
 
     #[test]
     fn home_from_proc_status_and_passwd() {

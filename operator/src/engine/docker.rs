@@ -1,5 +1,5 @@
 //! The real engine: bollard 0.21 against the Docker API (negotiated; 1.41 on Debian's docker.io 20.10).
-//! Every call goes through [`DockerEngine::call`]: a timeout, a tracing span and the engine metrics.
+//! Every call goes through `timed`: a timeout, a tracing span and the engine metrics.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

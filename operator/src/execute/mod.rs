@@ -129,10 +129,13 @@ pub enum StepError {
     },
     /// The registry credentials could not be read.
     #[error("{0}")]
-    Credentials(String),
-    /// Users inside the container could not be reconciled.
+    Credentials(#[from] auth::AuthError),
+    /// Users inside the container could not be reconciled at all.
     #[error("{0}")]
-    Users(String),
+    Users(#[from] users::UsersError),
+    /// Some users were left unapplied (the others were applied).
+    #[error("{0}")]
+    UsersLeft(users::UserFailures),
     /// `dockop proxy` did not switch the route.
     #[error("{0}")]
     Switch(#[from] SwitchError),
@@ -153,7 +156,7 @@ impl StepError {
         match self {
             StepError::Engine { phase, .. } | StepError::Gate { phase, .. } => *phase,
             StepError::Credentials(_) => Phase::Credentials,
-            StepError::Users(_) => Phase::Users,
+            StepError::Users(_) | StepError::UsersLeft(_) => Phase::Users,
             StepError::Switch(_) | StepError::NoProxyClient | StepError::NoRouteAddress => {
                 Phase::Switch
             }
@@ -818,12 +821,12 @@ impl<'a> Executor<'a> {
                     );
                     self.say(&format!("users: {}", report.summary));
                 }
-                if let Some(err) = report.error {
-                    return Err(StepError::Users(err));
+                if !report.failures.is_empty() {
+                    return Err(StepError::UsersLeft(report.failures));
                 }
                 Ok(())
             }
-            Err(e) => Err(StepError::Users(e.to_string())),
+            Err(e) => Err(StepError::Users(e)),
         }
     }
 
@@ -837,8 +840,7 @@ impl<'a> Executor<'a> {
         {
             return Ok(());
         }
-        let creds =
-            auth::credentials_for(reference).map_err(|e| StepError::Credentials(e.to_string()))?;
+        let creds = auth::credentials_for_host(self.desired.registry_host())?;
         self.say(&format!("pulling {reference}"));
         let name = self.desired.name.clone();
         let reporter = self.reporter;

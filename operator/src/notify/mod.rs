@@ -1,5 +1,5 @@
 //! Outgoing notifications: tell people when dockop changed something, held something back, or failed.
-//! URL forms ([`target`]), the events and their dedupe ([`event`]), payloads ([`format`]), and delivery
+//! URL forms ([`target`]), the events and their dedupe ([`event`]), payloads ([`mod@format`]), and delivery
 //! ([`deliver`]: a bounded queue and a retrying sender per target). Nothing here ever blocks a reconcile:
 //! [`Notifier::observe`] only queues.
 

@@ -1,4 +1,4 @@
-//! Where desired state comes from: a file/directory watcher ([`file`]) or a git follower ([`git`]). Each
+//! Where desired state comes from: a file/directory watcher ([`mod@file`]) or a git follower ([`git`]). Each
 //! runs as its own task and hands the controller a complete [`DesiredState`] whenever what is in force
 //! changes; an invalid input never replaces a valid one (the previous objects stay in force and are
 //! reported `SpecInvalid`).

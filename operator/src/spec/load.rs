@@ -2,7 +2,7 @@
 //! every object and every error.
 //!
 //! Parsing goes through serde-saphyr with a budget (files over 1 MiB, alias-expansion bombs, deep nesting
-//! and duplicate keys are refused) into a small position-carrying tree ([`Node`]); validation
+//! and duplicate keys are refused) into a small position-carrying tree (`Node`); validation
 //! ([`super::validate`]) checks that tree against the JSON Schema generated from the types and against the
 //! semantic rules, and maps every finding back to a line and column.
 

@@ -3,6 +3,7 @@
 pub mod commands;
 pub mod diff;
 pub mod hash;
+pub mod image_ref;
 pub mod load;
 pub mod order;
 pub mod password;
@@ -11,4 +12,5 @@ mod types;
 pub mod validate;
 pub mod window;
 
+pub use image_ref::{ImageRef, ImageRefError};
 pub use types::*;

@@ -53,34 +53,65 @@ fn is_crypt_b64(s: &str) -> bool {
     s.bytes().all(|b| CRYPT_B64.contains(&b))
 }
 
+/// Why a text is not a crypt(3) hash dockop accepts. The messages never quote the hash or its salt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashSyntaxError {
+    /// `$y$` without exactly three `$`-separated fields after it.
+    #[error(
+        "a yescrypt hash has the form $y$PARAMS$SALT$HASH; this one has {0} field(s) after $y$"
+    )]
+    YescryptFields(usize),
+    /// The yescrypt parameter field does not decode.
+    #[error("the yescrypt parameters \"{0}\" are not valid (Debian's default is j9T)")]
+    YescryptParams(String),
+    /// The yescrypt salt is empty or not crypt base64.
+    #[error("the yescrypt salt is empty or has characters outside [./0-9A-Za-z]")]
+    YescryptSalt,
+    /// The yescrypt hash part has the wrong length or alphabet (its length found).
+    #[error(
+        "the yescrypt hash part must be {YESCRYPT_HASH_LEN} characters of [./0-9A-Za-z], found {0}"
+    )]
+    YescryptSum(usize),
+    /// `rounds=N` outside 1000-999999999 (the text after `rounds=`).
+    #[error("rounds={0} is not valid: use 1000 to 999999999")]
+    Rounds(String),
+    /// `$6$` without `[rounds=N$]SALT$HASH`.
+    #[error("a SHA-512 crypt hash has the form $6$[rounds=N$]SALT$HASH")]
+    Sha512Fields,
+    /// The SHA-512 salt is empty, too long or not crypt base64.
+    #[error("the SHA-512 salt must be 1-16 characters of [./0-9A-Za-z]")]
+    Sha512Salt,
+    /// The SHA-512 hash part has the wrong length or alphabet (its length found).
+    #[error(
+        "the SHA-512 hash part must be {SHA512_HASH_LEN} characters of [./0-9A-Za-z], found {0}"
+    )]
+    Sha512Sum(usize),
+    /// Another crypt scheme (its id, at most 8 characters).
+    #[error("hashes of type ${0}$ are not accepted: only $y$ (yescrypt) and $6$ (SHA-512)")]
+    Scheme(String),
+    /// Not a crypt(3) hash at all.
+    #[error("this is not a crypt(3) hash: it must start with $y$ (yescrypt) or $6$ (SHA-512)")]
+    NotCrypt,
+}
+
 /// Checks the shape of a crypt(3) hash dockop accepts: `$y$PARAMS$SALT$HASH` (yescrypt, 43-character
 /// hash) or `$6$[rounds=N$]SALT$HASH` (SHA-512 crypt, salt of 1-16 characters, 86-character hash). The
 /// error names what is wrong.
-pub fn check_hash_syntax(hash: &str) -> Result<(), String> {
+pub fn check_hash_syntax(hash: &str) -> Result<(), HashSyntaxError> {
     if let Some(rest) = hash.strip_prefix("$y$") {
         let fields: Vec<&str> = rest.split('$').collect();
         let [params, salt, sum] = fields.as_slice() else {
-            return Err(format!(
-                "a yescrypt hash has the form $y$PARAMS$SALT$HASH; this one has {} field(s) after $y$",
-                fields.len()
-            ));
+            return Err(HashSyntaxError::YescryptFields(fields.len()));
         };
         if params.is_empty() || !is_crypt_b64(params) || params.parse::<yescrypt::Params>().is_err()
         {
-            return Err(format!(
-                "the yescrypt parameters \"{params}\" are not valid (Debian's default is j9T)"
-            ));
+            return Err(HashSyntaxError::YescryptParams((*params).to_owned()));
         }
         if salt.is_empty() || !is_crypt_b64(salt) {
-            return Err(
-                "the yescrypt salt is empty or has characters outside [./0-9A-Za-z]".to_owned(),
-            );
+            return Err(HashSyntaxError::YescryptSalt);
         }
         if sum.len() != YESCRYPT_HASH_LEN || !is_crypt_b64(sum) {
-            return Err(format!(
-                "the yescrypt hash part must be {YESCRYPT_HASH_LEN} characters of [./0-9A-Za-z], found {}",
-                sum.len()
-            ));
+            return Err(HashSyntaxError::YescryptSum(sum.len()));
         }
         return Ok(());
     }
@@ -91,25 +122,18 @@ pub fn check_hash_syntax(hash: &str) -> Result<(), String> {
         {
             match rounds.parse::<u32>() {
                 Ok(n) if (1000..=999_999_999).contains(&n) => {}
-                _ => {
-                    return Err(format!(
-                        "rounds={rounds} is not valid: use 1000 to 999999999"
-                    ));
-                }
+                _ => return Err(HashSyntaxError::Rounds(rounds.to_owned())),
             }
             fields.remove(0);
         }
         let [salt, sum] = fields.as_slice() else {
-            return Err("a SHA-512 crypt hash has the form $6$[rounds=N$]SALT$HASH".to_owned());
+            return Err(HashSyntaxError::Sha512Fields);
         };
         if salt.is_empty() || salt.len() > 16 || !is_crypt_b64(salt) {
-            return Err("the SHA-512 salt must be 1-16 characters of [./0-9A-Za-z]".to_owned());
+            return Err(HashSyntaxError::Sha512Salt);
         }
         if sum.len() != SHA512_HASH_LEN || !is_crypt_b64(sum) {
-            return Err(format!(
-                "the SHA-512 hash part must be {SHA512_HASH_LEN} characters of [./0-9A-Za-z], found {}",
-                sum.len()
-            ));
+            return Err(HashSyntaxError::Sha512Sum(sum.len()));
         }
         return Ok(());
     }
@@ -120,14 +144,9 @@ pub fn check_hash_syntax(hash: &str) -> Result<(), String> {
             .take_while(|c| *c != '$')
             .take(8)
             .collect();
-        return Err(format!(
-            "hashes of type ${id}$ are not accepted: only $y$ (yescrypt) and $6$ (SHA-512)"
-        ));
+        return Err(HashSyntaxError::Scheme(id));
     }
-    Err(
-        "this is not a crypt(3) hash: it must start with $y$ (yescrypt) or $6$ (SHA-512)"
-            .to_owned(),
-    )
+    Err(HashSyntaxError::NotCrypt)
 }
 
 #[cfg(test)]
@@ -178,7 +197,7 @@ mod tests {
             ("$6$rounds=10$salt$x", "rounds=10"),
             ("$6$waytoolongsaltvalue$x", "1-16"),
         ] {
-            let err = check_hash_syntax(hash).expect_err(hash);
+            let err = check_hash_syntax(hash).expect_err(hash).to_string();
             assert!(err.contains(needle), "{hash}: {err}");
         }
     }

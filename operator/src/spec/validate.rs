@@ -13,6 +13,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 
+use super::image_ref::{ImageRef, is_sha256_digest};
 use super::load::{Diagnostic, Document, Seg, Severity, path_to_string};
 use super::window::Window;
 use super::{API_VERSION, KIND};
@@ -722,7 +723,7 @@ fn semantic_findings(json: &Value, out: &mut Vec<Finding>) {
     };
     if let Some(image) = str_at(spec, "image")
         && !image.is_empty()
-        && let Err(why) = check_image_reference(image)
+        && let Err(why) = ImageRef::parse(image)
     {
         out.push(Finding::error(
             spec_path(&[k("image")]),
@@ -1694,152 +1695,6 @@ fn check_hostname(spec: &Value, out: &mut Vec<Finding>) {
     }
 }
 
-/// `sha256:` followed by 64 lowercase hex digits.
-pub fn is_sha256_digest(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
-}
-
-/// Checks an image reference against Docker's reference grammar:
-/// `[HOST[:PORT]/]PATH[:TAG][@sha256:DIGEST]`.
-pub fn check_image_reference(image: &str) -> Result<(), String> {
-    if image.chars().any(char::is_whitespace) {
-        return Err("it contains whitespace".to_owned());
-    }
-    let (rest, digest) = match image.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (image, None),
-    };
-    if let Some(d) = digest
-        && !is_sha256_digest(d)
-    {
-        return Err(
-            "the part after @ must be sha256: followed by 64 lowercase hex digits".to_owned(),
-        );
-    }
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest.get(last_slash..).and_then(|tail| tail.rfind(':')) {
-        Some(colon) => {
-            let split = last_slash + colon;
-            (rest.get(..split).unwrap_or(rest), rest.get(split + 1..))
-        }
-        None => (rest, None),
-    };
-    if let Some(tag) = tag {
-        let ok = !tag.is_empty()
-            && tag.len() <= 128
-            && tag
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && tag
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !ok {
-            return Err(format!(
-                "the tag \"{tag}\" must be 1-128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'"
-            ));
-        }
-    }
-    if name.is_empty() {
-        return Err("the repository name is empty".to_owned());
-    }
-    if name.len() > 255 {
-        return Err("the repository name is longer than 255 characters".to_owned());
-    }
-    let mut components: Vec<&str> = name.split('/').collect();
-    if components.len() > 1
-        && let Some(first) = components.first().copied()
-        && (first.contains('.')
-            || first.contains(':')
-            || first == "localhost"
-            || first.chars().any(|c| c.is_ascii_uppercase()))
-    {
-        check_registry_host(first)?;
-        components.remove(0);
-    }
-    for c in components {
-        if c.is_empty() {
-            return Err("it has an empty path component (//)".to_owned());
-        }
-        if c.chars().any(|ch| ch.is_ascii_uppercase()) {
-            return Err("repository names must be lowercase".to_owned());
-        }
-        if !is_path_component(c) {
-            return Err(format!(
-                "the path component \"{c}\" must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn is_path_component(c: &str) -> bool {
-    let bytes = c.as_bytes();
-    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    if !bytes.first().is_some_and(alnum) || !bytes.last().is_some_and(alnum) {
-        return false;
-    }
-    // Separators: '.', '_', '__', or one or more '-'.
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if alnum(&b) {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < bytes.len() && !alnum(&bytes[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|b| b == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
-}
-
-fn check_registry_host(host: &str) -> Result<(), String> {
-    let bad = || format!("the registry \"{host}\" is not a valid HOST[:PORT]");
-    let (h, port) = if let Some(rest) = host.strip_prefix('[') {
-        let (v6, after) = rest.split_once(']').ok_or_else(bad)?;
-        v6.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => return Err(bad()),
-        };
-        (None, port)
-    } else {
-        match host.rsplit_once(':') {
-            Some((h, p)) => (Some(h), Some(p)),
-            None => (Some(host), None),
-        }
-    };
-    if let Some(p) = port
-        && !(p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0))
-    {
-        return Err(bad());
-    }
-    if let Some(h) = h {
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if !h.split('.').all(label_ok) {
-            return Err(bad());
-        }
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Across objects.
 // ---------------------------------------------------------------------------------------------------
@@ -2004,40 +1859,6 @@ fn check_dependencies(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_references() {
-        for good in [
-            "nginx",
-            "nginx:1.27",
-            "library/nginx:latest",
-            "127.0.0.1:5000/opencode:1.18.34",
-            "localhost/web",
-            "ghcr.io/owner/repo_name/sub-part:v1.2_3",
-            "registry.example.com:443/a/b/c",
-            "[::1]:5000/web:v1",
-            "web@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-            "a__b/c--d/e.f",
-        ] {
-            assert_eq!(check_image_reference(good), Ok(()), "{good}");
-        }
-        for (bad, needle) in [
-            ("Nginx", "lowercase"),
-            ("web:", "tag"),
-            ("web:-x", "tag"),
-            ("web@sha256:abc", "after @"),
-            ("a//b", "empty path"),
-            ("a/_b", "path component"),
-            ("a/b..c", "path component"),
-            ("exa_mple.com/web", "registry"),
-            ("127.0.0.1:99999/web", "registry"),
-            ("we b", "whitespace"),
-            (":tag", "empty"),
-        ] {
-            let err = check_image_reference(bad).expect_err(bad);
-            assert!(err.contains(needle), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn suggestions() {

@@ -22,6 +22,47 @@ use chrono::{DateTime, Datelike, FixedOffset, Timelike, Utc};
 
 const DAY_NAMES: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 
+/// Why a text is not an update window; each message says what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// Nothing but whitespace.
+    #[error("the window is empty")]
+    Empty,
+    /// One part only (the whole text).
+    #[error(
+        "\"{0}\" has no time zone: write it as `[DAYS] HH:MM-HH:MM UTC` (or an offset like +02:00)"
+    )]
+    NoZone(String),
+    /// More than three parts (the whole text).
+    #[error(
+        "\"{0}\" has too many parts: expected `[DAYS] HH:MM-HH:MM ZONE`, e.g. `Mon-Fri 02:00-04:00 UTC`"
+    )]
+    TooManyParts(String),
+    /// The times part has no `-`.
+    #[error("\"{0}\" is not a time range: expected HH:MM-HH:MM")]
+    NotARange(String),
+    /// Start and end are the same time.
+    #[error("\"{0}\" is empty: start and end are the same time")]
+    EmptyRange(String),
+    /// A day name that is not one.
+    #[error("\"{0}\" is not a day: use Mon, Tue, Wed, Thu, Fri, Sat or Sun")]
+    NotADay(String),
+    /// `Mon,,Tue` (the whole days part).
+    #[error("\"{0}\" has an empty day in its list")]
+    EmptyDay(String),
+    /// Not `HH:MM`.
+    #[error("\"{0}\" is not a time: expected HH:MM (24-hour clock, e.g. 02:00)")]
+    NotATime(String),
+    /// Hours or minutes out of range.
+    #[error("\"{0}\" is out of range: hours 00-23 (24:00 only as an end), minutes 00-59")]
+    OutOfRange(String),
+    /// Not `UTC`, `Z` or a fixed offset up to 14 hours.
+    #[error(
+        "\"{0}\" is not a supported time zone: use UTC or a fixed offset like +02:00 (named zones and daylight saving time are not supported)"
+    )]
+    Zone(String),
+}
+
 /// A parsed update window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
@@ -37,33 +78,23 @@ pub struct Window {
 
 impl Window {
     /// Parses `[DAYS] HH:MM-HH:MM ZONE`; the error says what is wrong and what is expected.
-    pub fn parse(text: &str) -> Result<Window, String> {
+    pub fn parse(text: &str) -> Result<Window, WindowError> {
         let parts: Vec<&str> = text.split_whitespace().collect();
         let (days_text, times_text, zone_text) = match parts.as_slice() {
             [times, zone] => ("*", *times, *zone),
             [days, times, zone] => (*days, *times, *zone),
-            [] => return Err("the window is empty".to_owned()),
-            [_] => {
-                return Err(format!(
-                    "\"{text}\" has no time zone: write it as `[DAYS] HH:MM-HH:MM UTC` (or an offset like +02:00)"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "\"{text}\" has too many parts: expected `[DAYS] HH:MM-HH:MM ZONE`, e.g. `Mon-Fri 02:00-04:00 UTC`"
-                ));
-            }
+            [] => return Err(WindowError::Empty),
+            [_] => return Err(WindowError::NoZone(text.to_owned())),
+            _ => return Err(WindowError::TooManyParts(text.to_owned())),
         };
         let days = parse_days(days_text)?;
         let (start_text, end_text) = times_text
             .split_once('-')
-            .ok_or_else(|| format!("\"{times_text}\" is not a time range: expected HH:MM-HH:MM"))?;
+            .ok_or_else(|| WindowError::NotARange(times_text.to_owned()))?;
         let start = parse_time(start_text, false)?;
         let end = parse_time(end_text, true)?;
         if start == end {
-            return Err(format!(
-                "\"{times_text}\" is empty: start and end are the same time"
-            ));
+            return Err(WindowError::EmptyRange(times_text.to_owned()));
         }
         let offset_seconds = parse_zone(zone_text)?;
         Ok(Window {
@@ -119,22 +150,22 @@ impl fmt::Display for Window {
     }
 }
 
-fn parse_day(text: &str) -> Result<u32, String> {
+fn parse_day(text: &str) -> Result<u32, WindowError> {
     DAY_NAMES
         .iter()
         .position(|d| d.eq_ignore_ascii_case(text))
         .map(|p| p as u32)
-        .ok_or_else(|| format!("\"{text}\" is not a day: use Mon, Tue, Wed, Thu, Fri, Sat or Sun"))
+        .ok_or_else(|| WindowError::NotADay(text.to_owned()))
 }
 
-fn parse_days(text: &str) -> Result<u8, String> {
+fn parse_days(text: &str) -> Result<u8, WindowError> {
     if text == "*" {
         return Ok(0x7f);
     }
     let mut days = 0u8;
     for item in text.split(',') {
         if item.is_empty() {
-            return Err(format!("\"{text}\" has an empty day in its list"));
+            return Err(WindowError::EmptyDay(text.to_owned()));
         }
         match item.split_once('-') {
             Some((from, to)) => {
@@ -155,30 +186,24 @@ fn parse_days(text: &str) -> Result<u8, String> {
 }
 
 /// `HH:MM` as minutes after midnight; `24:00` only when `end`.
-fn parse_time(text: &str, end: bool) -> Result<u32, String> {
-    let bad = || format!("\"{text}\" is not a time: expected HH:MM (24-hour clock, e.g. 02:00)");
+fn parse_time(text: &str, end: bool) -> Result<u32, WindowError> {
+    let bad = || WindowError::NotATime(text.to_owned());
     let (h, m) = text.split_once(':').ok_or_else(bad)?;
     if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
     if m > 59 || h > 24 || (h == 24 && (m != 0 || !end)) {
-        return Err(format!(
-            "\"{text}\" is out of range: hours 00-23 (24:00 only as an end), minutes 00-59"
-        ));
+        return Err(WindowError::OutOfRange(text.to_owned()));
     }
     Ok(h * 60 + m)
 }
 
-fn parse_zone(text: &str) -> Result<i32, String> {
+fn parse_zone(text: &str) -> Result<i32, WindowError> {
     if text.eq_ignore_ascii_case("UTC") || text == "Z" {
         return Ok(0);
     }
-    let bad = || {
-        format!(
-            "\"{text}\" is not a supported time zone: use UTC or a fixed offset like +02:00 (named zones and daylight saving time are not supported)"
-        )
-    };
+    let bad = || WindowError::Zone(text.to_owned());
     let sign = match text.as_bytes().first() {
         Some(b'+') => 1,
         Some(b'-') => -1,
@@ -286,7 +311,7 @@ mod tests {
             ("Mon 02:00-03:00 UTC extra", "too many parts"),
             ("Mon 02:00-03:00 +15:00", "not a supported time zone"),
         ] {
-            let err = Window::parse(text).expect_err(text);
+            let err = Window::parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{text:?}: {err}");
         }
     }

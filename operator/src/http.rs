@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use crate::monitor::{self, Board, ObjectHealth, Watcher, evaluate};
 use crate::shared::{Shared, Trigger};
 use crate::spec::Container;
-use crate::telemetry::{OPENMETRICS_CONTENT_TYPE, metrics};
+use crate::telemetry::OPENMETRICS_CONTENT_TYPE;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -306,13 +306,13 @@ pub fn router(state: HttpState) -> Router {
             post(git_hook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
         )
         .fallback(not_found)
-        .layer(middleware::from_fn(finish))
+        .layer(middleware::from_fn_with_state(state.clone(), finish))
         .with_state(state)
 }
 
 /// Sets `Content-Length` on every answer with a body of known size (also axum's own rejections, and in
 /// tests, where no hyper connection adds it), and counts requests by route.
-async fn finish(req: Request, next: Next) -> Response {
+async fn finish(State(st): State<HttpState>, req: Request, next: Next) -> Response {
     let route = route_label(req.uri().path());
     let mut resp = next.run(req).await;
     if !resp.headers().contains_key(header::CONTENT_LENGTH)
@@ -321,7 +321,8 @@ async fn finish(req: Request, next: Next) -> Response {
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    metrics()
+    st.shared
+        .metrics
         .http_requests_total
         .get_or_create(&vec![
             ("path", route.to_owned()),
@@ -376,7 +377,7 @@ async fn metrics_handler(State(st): State<HttpState>) -> Response {
     respond(
         StatusCode::OK,
         OPENMETRICS_CONTENT_TYPE,
-        metrics().encode().into_bytes(),
+        st.shared.metrics.encode().into_bytes(),
     )
 }
 
@@ -692,7 +693,7 @@ mod tests {
         let mut st = ObjectStatus::new("web");
         st.image = "127.0.0.1:5000/web:v1".into();
         store.save(&st).expect("save");
-        let (shared, rx) = Shared::new(store, Arc::new(FakeEngine::new()));
+        let (shared, rx) = Shared::new(store, Arc::new(FakeEngine::new()), Arc::default());
         {
             let mut objects = shared.objects.write().await;
             objects.insert("web".into(), Arc::new(object("web", true)));
@@ -946,7 +947,7 @@ mod tests {
     #[tokio::test]
     async fn metrics_are_openmetrics_with_help() {
         let f = fixture(false).await;
-        metrics().set_ready("web", true);
+        f.shared.metrics.set_ready("web", true);
         let (code, headers, body) = call(&f.app, get_req("/metrics")).await;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(headers[header::CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
@@ -1255,7 +1256,7 @@ mod tests {
                     .build(),
             );
         }
-        let (shared, _rx) = Shared::new(store, Arc::new(engine));
+        let (shared, _rx) = Shared::new(store, Arc::new(engine), Arc::default());
         let obj = testing::object("mon")
             .health(
                 "/global/health",
@@ -1311,9 +1312,15 @@ mod tests {
         assert_eq!(v["objects"]["mon"]["version"], "7");
         assert_eq!(v["objects"]["mon"]["digest"], "sha256:d1");
         assert_eq!(v["objects"]["mon"]["memoryUsageMb"], 10.0);
-        assert!(metrics().encode().contains("dockop_ready{name=\"mon\"} 1"));
+        assert!(
+            shared
+                .metrics
+                .encode()
+                .contains("dockop_ready{name=\"mon\"} 1")
+        );
 
-        let failures_before = metrics()
+        let failures_before = shared
+            .metrics
             .health_probe_failures_total
             .get_or_create(&vec![("name", "mon".to_owned())])
             .get();
@@ -1327,8 +1334,14 @@ mod tests {
             v["objects"]["mon"]["detail"],
             r#"HTTP 500: {"healthy":false}"#
         );
-        assert!(metrics().encode().contains("dockop_ready{name=\"mon\"} 0"));
-        let failures_after = metrics()
+        assert!(
+            shared
+                .metrics
+                .encode()
+                .contains("dockop_ready{name=\"mon\"} 0")
+        );
+        let failures_after = shared
+            .metrics
             .health_probe_failures_total
             .get_or_create(&vec![("name", "mon".to_owned())])
             .get();
@@ -1354,12 +1367,22 @@ mod tests {
         );
         // The supervisor drops `ready` too while the probe is still pending.
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-        assert!(metrics().encode().contains("dockop_ready{name=\"mon\"} 0"));
+        assert!(
+            shared
+                .metrics
+                .encode()
+                .contains("dockop_ready{name=\"mon\"} 0")
+        );
 
         // Object removed from the desired state: its gauges go.
         shared.objects.write().await.clear();
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-        assert!(!metrics().encode().contains("dockop_ready{name=\"mon\"}"));
+        assert!(
+            !shared
+                .metrics
+                .encode()
+                .contains("dockop_ready{name=\"mon\"}")
+        );
         mon.abort();
     }
 }

@@ -41,11 +41,11 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::engine::{ContainerInfo, Engine, LABEL_NAME};
-use crate::health::{ProbeAuth, ProbeResult, probe, probe_address};
+use crate::health::{ProbeAuth, ProbeResult, probe_container};
 use crate::observe::digest_of;
 use crate::shared::Shared;
-use crate::spec::{Container, ContainerSpec};
-use crate::telemetry::{Metrics, metrics};
+use crate::spec::{Container, ContainerSpec, Health, Port};
+use crate::telemetry::Metrics;
 
 /// How often an object without a health section is looked at (while watched).
 pub const NO_HEALTH_INTERVAL: Duration = Duration::from_secs(2);
@@ -531,7 +531,7 @@ pub(crate) type Script = Arc<dyn Fn(&str, u16) -> (Duration, ProbeResult) + Send
 
 /// What answers the monitor's probes.
 enum Prober {
-    /// The app, over HTTP ([`probe`]).
+    /// The app, over HTTP ([`probe_container`]).
     Http,
     /// A script (tests): no sockets, so a paused clock decides every timing.
     #[cfg(test)]
@@ -549,19 +549,22 @@ impl std::fmt::Debug for Prober {
 }
 
 impl Prober {
+    /// One probe of container `info` by check `h` (the one address rule: [`probe_container`]).
     async fn probe(
         &self,
-        host: &str,
-        port: u16,
-        path: &str,
-        timeout: Duration,
+        info: &ContainerInfo,
+        ports: &[Port],
+        h: &Health,
         auth: &ProbeAuth,
     ) -> ProbeResult {
         match self {
-            Prober::Http => probe(host, port, path, timeout, auth).await,
+            Prober::Http => probe_container(info, ports, h, auth).await,
             #[cfg(test)]
             Prober::Scripted(script) => {
-                let (takes, answer) = script(host, port);
+                let _ = ports;
+                let (takes, answer) =
+                    script(info.ip_address.as_deref().unwrap_or_default(), h.port);
+                let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
                 match tokio::time::timeout(timeout, tokio::time::sleep(takes)).await {
                     Ok(()) => answer,
                     Err(_) => ProbeResult::Timeout,
@@ -639,7 +642,7 @@ async fn supervise(ctx: Arc<Supervisor>) {
             let keep = objects.get(name) == Some(&t.obj);
             if !objects.contains_key(name) {
                 ctx.board.remove(name);
-                metrics().forget_object(name);
+                ctx.shared.metrics.forget_object(name);
             }
             keep
         });
@@ -663,7 +666,7 @@ async fn supervise(ctx: Arc<Supervisor>) {
         let now = Instant::now();
         for (name, obj) in objects.iter() {
             if ctx.board.is_outdated(name, interval_of(&obj.spec), now) {
-                metrics().set_ready(name, false);
+                ctx.shared.metrics.set_ready(name, false);
             }
         }
     }
@@ -766,7 +769,7 @@ fn publish(
             }
         });
         if let Some(r) = ready {
-            metrics().set_ready(name, r);
+            ctx.shared.metrics.set_ready(name, r);
         }
     }
     pokes
@@ -921,7 +924,7 @@ async fn look(
                 s.period = period;
                 look_without_probe(s, &other, began);
             });
-            metrics().set_ready(name, false);
+            ctx.shared.metrics.set_ready(name, false);
             *healthy_once = None;
             return;
         }
@@ -929,32 +932,16 @@ async fn look(
     let running = info.is_running();
     let probe_result = if running {
         let auth = auth.refresh(obj).await;
-        Some(
-            match probe_address(
-                info.ip_address.as_deref(),
-                info.engine_host.as_deref(),
-                &obj.spec.ports,
-                h.port,
-            ) {
-                Some((host, port)) => {
-                    let timeout = Duration::from_secs(u64::from(h.timeout_seconds.max(1)));
-                    let answer = ctx.prober.probe(&host, port, &h.path, timeout, auth);
-                    tokio::pin!(answer);
-                    tokio::select! {
-                        r = &mut answer => r,
-                        () = tokio::time::sleep(interval_of(&obj.spec)) => {
-                            // Slow: paused, or replaced? Let the list tell while we wait.
-                            ctx.fleet.refresh.notify_one();
-                            answer.await
-                        }
-                    }
-                }
-                None => ProbeResult::NotListening {
-                    message: "the container has no IP address and the health port is not published"
-                        .into(),
-                },
-            },
-        )
+        let answer = ctx.prober.probe(&info, &obj.spec.ports, h, auth);
+        tokio::pin!(answer);
+        Some(tokio::select! {
+            r = &mut answer => r,
+            () = tokio::time::sleep(interval_of(&obj.spec)) => {
+                // Slow: paused, or replaced? Let the list tell while we wait.
+                ctx.fleet.refresh.notify_one();
+                answer.await
+            }
+        })
     } else {
         None
     };
@@ -966,7 +953,7 @@ async fn look(
     if healthy {
         *healthy_once = Some(info.id.clone());
     } else if probe_result.is_some() && healthy_once.as_deref() == Some(info.id.as_str()) {
-        Metrics::inc_name(&metrics().health_probe_failures_total, name);
+        Metrics::inc_name(&ctx.shared.metrics.health_probe_failures_total, name);
     }
     ctx.board.update(name, |s| {
         let same_container = s.container_id.as_deref() == Some(info.id.as_str());
@@ -990,7 +977,7 @@ async fn look(
         };
         s.probe = probe_result;
     });
-    metrics().set_ready(name, healthy);
+    ctx.shared.metrics.set_ready(name, healthy);
 }
 
 /// One object's probe credentials as the monitor last read them. A file that cannot be read now keeps the
@@ -1097,10 +1084,14 @@ mod tests {
             .containers
             .insert("c9".into(), container("c9", "plain"));
         let dir = tempfile::tempdir().expect("tempdir");
-        let (shared, _rx) = Shared::new(Store::open(dir.path()).expect("store"), {
-            let e: Arc<dyn Engine> = Arc::new(engine.clone());
-            e
-        });
+        let (shared, _rx) = Shared::new(
+            Store::open(dir.path()).expect("store"),
+            {
+                let e: Arc<dyn Engine> = Arc::new(engine.clone());
+                e
+            },
+            Arc::default(),
+        );
         {
             let mut objects = shared.objects.write().await;
             for n in names {

@@ -16,7 +16,7 @@ use crate::plan::{BlockReason, Inputs, Plan, RegistryAnswer, plan};
 use crate::spec::Container;
 use crate::status::{ConditionType, ObjectStatus, Reason, Store, StoreError};
 use crate::switch::{SwitchClient, SwitchError};
-use crate::telemetry::{Metrics, metrics};
+use crate::telemetry::Metrics;
 
 /// What a reconcile needs.
 #[derive(Clone)]
@@ -27,6 +27,8 @@ pub struct Ctx {
     pub store: Store,
     /// Where progress lines go.
     pub reporter: Arc<dyn Reporter>,
+    /// Where reconciles, engine calls and probes are counted (one registry, built by the front end).
+    pub metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -127,7 +129,7 @@ async fn registry_answer(
         Ok(c) => c,
         Err(e) => return RegistryAnswer::Error(e.to_string()),
     };
-    let m = metrics();
+    let m = ctx.metrics.as_ref();
     match ctx.engine.registry_digest(&tag, creds.as_ref()).await {
         Ok(dg) => {
             m.registry_checks_total
@@ -172,7 +174,7 @@ pub async fn reconcile(
 ) -> Result<Report, ReconcileError> {
     let started = Instant::now();
     let name = obj.metadata.name.clone();
-    let m = metrics();
+    let m = ctx.metrics.as_ref();
     let mut status = ctx.store.load(&name);
     let result: Result<_, ReconcileError> = async {
         let desired = DesiredContainer::load(obj).await?;
@@ -205,6 +207,7 @@ pub async fn reconcile(
             &observed,
             &mut status,
             ctx.reporter.as_ref(),
+            &ctx.metrics,
         )
         .with_store(&ctx.store)
         .with_switch(&switch)
@@ -271,7 +274,7 @@ async fn finish_status(
     opts: &Options,
 ) -> bool {
     let now = Utc::now();
-    let m = metrics();
+    let m = ctx.metrics.as_ref();
     let name = desired.name.as_str();
     status.image = obj.spec.image.clone();
     status.spec_hash = Some(desired.spec_hash.clone());
@@ -448,6 +451,7 @@ mod tests {
             engine: Arc::new(engine),
             store: Store::open(dir.path()).expect("store"),
             reporter: Arc::new(LogReporter),
+            metrics: Arc::default(),
         };
         let cached = Options {
             registry_max_age: Some(Duration::from_secs(300)),

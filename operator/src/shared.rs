@@ -10,6 +10,7 @@ use tokio::sync::{RwLock, mpsc};
 use crate::engine::Engine;
 use crate::spec::Container;
 use crate::status::Store;
+use crate::telemetry::Metrics;
 
 /// Work the HTTP side can ask the controller for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct Shared {
     pub engine_reachable: AtomicBool,
     /// Requests from HTTP to the controller.
     pub trigger: mpsc::UnboundedSender<Trigger>,
+    /// The metrics registry `/metrics` serves, which the controller, the monitor and the engine count in.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
@@ -45,6 +48,7 @@ impl Shared {
     pub fn new(
         store: Store,
         engine: Arc<dyn Engine>,
+        metrics: Arc<Metrics>,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Trigger>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let s = Shared {
@@ -55,6 +59,7 @@ impl Shared {
             first_sync_done: AtomicBool::new(false),
             engine_reachable: AtomicBool::new(false),
             trigger: tx,
+            metrics,
         };
         (Arc::new(s), rx)
     }

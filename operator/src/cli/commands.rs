@@ -22,20 +22,25 @@ use crate::spec::order::{removal_order, start_layers};
 use crate::status::{
     ChangeAction, ChangeResult, ConditionType, Hold, ObjectStatus, Store, default_state_dir,
 };
+use crate::telemetry::Metrics;
 
 /// Exit code of `plan` when changes are pending.
 const EXIT_CHANGES: u8 = 2;
 
 /// Runs one of the engine-facing commands.
 pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
+    // The one metrics registry of this process: `dockop run` serves it on /metrics.
+    let metrics = Arc::new(Metrics::new());
     match command {
-        Command::Plan(args) => plan_or_apply(&global, &args.source, Some(args.output), None).await,
+        Command::Plan(args) => {
+            plan_or_apply(&global, &args.source, Some(args.output), None, metrics).await
+        }
         Command::Apply(args) => {
-            let notifier = match start_notifier(&args.notify).await {
+            let notifier = match start_notifier(&args.notify, &metrics).await {
                 Ok(n) => n,
                 Err(c) => return c,
             };
-            let code = plan_or_apply(&global, &args.source, None, Some(&notifier)).await;
+            let code = plan_or_apply(&global, &args.source, None, Some(&notifier), metrics).await;
             report_unsent(&notifier).await;
             code
         }
@@ -49,7 +54,7 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
             fleet_status(name.as_deref(), output, &servers, token_file.as_deref()).await
         }
         Command::Status { name, output, .. } => status(&global, name.as_deref(), output),
-        Command::Rollback { name, files } => rollback(&global, &name, &files).await,
+        Command::Rollback { name, files } => rollback(&global, &name, &files, metrics).await,
         Command::Retry { name, digest } => retry(&global, &name, digest.as_deref()),
         Command::Run(args) if args.files.iter().any(|f| f.as_os_str() == "-") => {
             eprintln!(
@@ -57,7 +62,7 @@ pub async fn run(global: GlobalArgs, command: Command) -> ExitCode {
             );
             ExitCode::from(crate::cli::EXIT_USAGE)
         }
-        Command::Run(args) => crate::cli::run::run(global, args).await,
+        Command::Run(args) => crate::cli::run::run(global, args, metrics).await,
         Command::Proxy { metrics_listen } => {
             let dir = global.state_dir.clone().unwrap_or_else(default_state_dir);
             match crate::proxy::run(&dir, &metrics_listen).await {
@@ -83,9 +88,12 @@ const APPLY_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(10
 
 /// Parses `--notify`/`--notify-file` and starts delivery; a clear error (file:line, never the token)
 /// when a URL is invalid.
-pub async fn start_notifier(args: &NotifyArgs) -> Result<Notifier, ExitCode> {
+pub async fn start_notifier(
+    args: &NotifyArgs,
+    metrics: &Arc<Metrics>,
+) -> Result<Notifier, ExitCode> {
     match crate::notify::load_targets(&args.notify, args.notify_file.as_deref()).await {
-        Ok(t) => Ok(Notifier::start(t)),
+        Ok(t) => Ok(Notifier::start(t, Arc::clone(metrics))),
         Err(e) => {
             eprintln!(
                 "error: notifications: {e}\n  fix: see docs/notifications.md for the URL forms"
@@ -173,13 +181,18 @@ fn engine_endpoint(
 
 /// Connects to the Docker engine the global flags name, scoped to this dockop instance's containers; on
 /// failure prints the error (with a fix) and returns the exit code.
-pub async fn connect(global: &GlobalArgs) -> Result<Arc<dyn Engine>, ExitCode> {
+pub async fn connect(
+    global: &GlobalArgs,
+    metrics: &Arc<Metrics>,
+) -> Result<Arc<dyn Engine>, ExitCode> {
     let instance = instance(global).await?;
     let endpoint = engine_endpoint(global).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     })?;
-    let docker = DockerEngine::connect(&endpoint).await.map_err(|e| {
+    let docker = DockerEngine::connect(&endpoint, Arc::clone(metrics))
+        .await
+        .map_err(|e| {
         eprintln!(
             "error: {e}\n  fix: start the Docker engine, or point --docker-host / DOCKER_HOST at it (e.g. unix:///var/run/docker.sock)"
         );
@@ -293,6 +306,7 @@ async fn plan_or_apply(
     source: &SourceArgs,
     plan_output: Option<ReportFormat>,
     notifier: Option<&Notifier>,
+    metrics: Arc<Metrics>,
 ) -> ExitCode {
     let dry_run = plan_output.is_some();
     let quiet = source.quiet;
@@ -326,7 +340,7 @@ async fn plan_or_apply(
             Err(c) => return c,
         }
     };
-    let engine = match connect(global).await {
+    let engine = match connect(global, &metrics).await {
         Ok(e) => e,
         Err(c) => return c,
     };
@@ -334,6 +348,7 @@ async fn plan_or_apply(
         engine: engine.clone(),
         store: store.clone(),
         reporter: Arc::new(TermReporter::new()),
+        metrics,
     };
     let all = match ctx.engine.list_managed().await {
         Ok(a) => a,
@@ -841,7 +856,12 @@ fn print_status_table<'a>(
     }
 }
 
-async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCode {
+async fn rollback(
+    global: &GlobalArgs,
+    name: &str,
+    files: &[PathBuf],
+    metrics: Arc<Metrics>,
+) -> ExitCode {
     let store = match open_store(global) {
         Ok(s) => s,
         Err(c) => return c,
@@ -902,7 +922,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    let engine = match connect(global).await {
+    let engine = match connect(global, &metrics).await {
         Ok(e) => e,
         Err(c) => return c,
     };
@@ -942,6 +962,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         engine,
         store,
         reporter: Arc::new(TermReporter::new()),
+        metrics,
     };
     match reconcile(&ctx, &obj, None, &Options::default()).await {
         Ok(r) => {
@@ -1001,7 +1022,7 @@ async fn version(global: &GlobalArgs) -> ExitCode {
     );
     let answer = tokio::time::timeout(std::time::Duration::from_secs(5), async {
         let endpoint = engine_endpoint(global).map_err(|e| e.to_string())?;
-        let engine = DockerEngine::connect(&endpoint)
+        let engine = DockerEngine::connect(&endpoint, Arc::default())
             .await
             .map_err(|e| e.to_string())?;
         engine.version().await.map_err(|e| e.to_string())

@@ -18,19 +18,20 @@ use crate::reconcile::Ctx;
 use crate::shared::Shared;
 use crate::source::file::FileSource;
 use crate::source::git::{GitConfig, GitSource};
+use crate::telemetry::Metrics;
 
 /// How long a shutting-down `dockop run` waits for notifications still queued.
 const NOTIFY_SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
 /// Runs the operator until SIGTERM/SIGINT.
-pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
+pub async fn run(global: GlobalArgs, args: RunArgs, metrics: Arc<Metrics>) -> ExitCode {
     if args.files.is_empty() && args.git.is_none() {
         eprintln!(
             "error: dockop run needs a source\n  fix: pass -f FILE|DIR (one or more) or --git URL --branch B --path P"
         );
         return ExitCode::FAILURE;
     }
-    let notifier = match super::commands::start_notifier(&args.notify).await {
+    let notifier = match super::commands::start_notifier(&args.notify, &metrics).await {
         Ok(n) => n,
         Err(c) => return c,
     };
@@ -45,11 +46,11 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let engine = match connect(&global).await {
+    let engine = match connect(&global, &metrics).await {
         Ok(e) => e,
         Err(c) => return c,
     };
-    let (shared, triggers) = Shared::new(store.clone(), engine.clone());
+    let (shared, triggers) = Shared::new(store.clone(), engine.clone(), Arc::clone(&metrics));
     shared.engine_reachable.store(true, Ordering::Relaxed);
     let http = match serve(
         HttpConfig {
@@ -73,18 +74,21 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
     let (rescan_tx, rescan_rx) = mpsc::unbounded_channel();
     let (source_label, source_task, is_git) = match &args.git {
         Some(url) => {
-            let src = GitSource::new(GitConfig {
-                url: url.clone(),
-                branch: args.branch.clone(),
-                paths: args.paths.clone(),
-                dir: store.dir().join("git"),
-                poll: Duration::from_secs(args.git_poll_seconds.max(1)),
-            });
+            let src = GitSource::new(
+                GitConfig {
+                    url: url.clone(),
+                    branch: args.branch.clone(),
+                    paths: args.paths.clone(),
+                    dir: store.dir().join("git"),
+                    poll: Duration::from_secs(args.git_poll_seconds.max(1)),
+                },
+                Arc::clone(&metrics),
+            );
             let label = src.label().to_owned();
             (label, tokio::spawn(src.run(source_tx, rescan_rx)), true)
         }
         None => {
-            let src = FileSource::new(args.files.clone(), debounce);
+            let src = FileSource::new(args.files.clone(), debounce, Arc::clone(&metrics));
             let label = src.label().to_owned();
             (label, tokio::spawn(src.run(source_tx, rescan_rx)), false)
         }
@@ -96,6 +100,7 @@ pub async fn run(global: GlobalArgs, args: RunArgs) -> ExitCode {
         engine,
         store,
         reporter: Arc::new(worker::QuietReporter),
+        metrics,
     };
     let controller = Controller::new(
         Config {

@@ -32,7 +32,6 @@ use crate::reconcile::{Ctx, ReconcileError};
 use crate::shared::{Shared, Trigger};
 use crate::source::DesiredState;
 use crate::spec::Container;
-use crate::telemetry::metrics;
 
 /// Extra time past the largest `stopTimeoutSeconds` a shutdown may take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
@@ -498,7 +497,7 @@ impl Controller {
             self.first_pending = Some(pending);
         }
         if revision_changed {
-            let m = metrics();
+            let m = self.shared.metrics.as_ref();
             if let Some(old) = &self.revision {
                 m.source_revision_info.remove(&vec![
                     ("source", self.cfg.source_label.clone()),
@@ -653,11 +652,12 @@ mod tests {
         let fake = FakeEngine::new();
         fake.push("127.0.0.1:5000/web:v1", DIGEST);
         let engine: Arc<dyn Engine> = Arc::new(fake.clone());
-        let (shared, _triggers) = Shared::new(store.clone(), engine.clone());
+        let (shared, _triggers) = Shared::new(store.clone(), engine.clone(), Arc::default());
         let ctx = Ctx {
             engine,
             store: store.clone(),
             reporter: Arc::new(worker::QuietReporter),
+            metrics: Arc::clone(&shared.metrics),
         };
         let (rescan, _rescan_rx) = mpsc::unbounded_channel();
         let c = Controller::new(
@@ -852,7 +852,7 @@ mod tests {
         .await;
         assert!(h.fake.by_name("db").is_some());
         // Its per-object gauges are gone too (counters keep their history).
-        let text = crate::telemetry::metrics().encode();
+        let text = h.shared.metrics.encode();
         for family in ["dockop_ready{", "dockop_object_info{"] {
             assert!(
                 !text

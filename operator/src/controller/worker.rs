@@ -15,7 +15,6 @@ use crate::execute::Reporter;
 use crate::reconcile::{Ctx, Options, ReconcileError, Report, reconcile};
 use crate::spec::Container;
 use crate::status::{ConditionType, Reason, Store};
-use crate::telemetry::metrics;
 
 /// What to do for one object.
 #[derive(Debug, Clone)]
@@ -273,7 +272,7 @@ pub async fn prune_object(ctx: &Ctx, name: &str) -> Result<usize, EngineError> {
         removed += 1;
     }
     ctx.store.remove(name);
-    metrics().forget_object(name);
+    ctx.metrics.forget_object(name);
     Ok(removed)
 }
 

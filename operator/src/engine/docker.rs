@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,7 +32,7 @@ use super::{
     ExecOutput, HostSettings, LABEL_MANAGED, LABEL_NAME, LocalImage, NetworkEndpoint, Op,
     ProgressSink, PullProgress, RunState,
 };
-use crate::telemetry::metrics;
+use crate::telemetry::Metrics;
 
 /// Default limit for quick calls (inspect, create, rename, ...).
 const QUICK: Duration = Duration::from_secs(30);
@@ -50,11 +51,14 @@ pub struct DockerEngine {
     docker: Docker,
     /// The engine's host when it is another machine.
     remote_host: Option<String>,
+    /// Where every call is counted and timed.
+    metrics: Arc<Metrics>,
 }
 
 impl DockerEngine {
-    /// Connects to `endpoint` and negotiates the API version. Certificates are read on a blocking thread.
-    pub async fn connect(endpoint: &Endpoint) -> Result<Self, EngineError> {
+    /// Connects to `endpoint` and negotiates the API version, counting calls in `metrics`. Certificates
+    /// are read on a blocking thread.
+    pub async fn connect(endpoint: &Endpoint, metrics: Arc<Metrics>) -> Result<Self, EngineError> {
         let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
             op: Op::Ping,
             message: e.to_string(),
@@ -89,10 +93,11 @@ impl DockerEngine {
                 .map_err(unreachable)?
             }
         };
-        let docker = timed(Op::Ping, QUICK, docker.negotiate_version()).await?;
+        let docker = timed(&metrics, Op::Ping, QUICK, docker.negotiate_version()).await?;
         Ok(Self {
             docker,
             remote_host: endpoint.remote_host().map(str::to_owned),
+            metrics,
         })
     }
 
@@ -103,7 +108,7 @@ impl DockerEngine {
 
     /// The engine's version and API version (`dockop version`).
     pub async fn version(&self) -> Result<(String, String), EngineError> {
-        let v = timed(Op::Ping, QUICK, self.docker.version()).await?;
+        let v = timed(&self.metrics, Op::Ping, QUICK, self.docker.version()).await?;
         Ok((
             v.version.unwrap_or_else(|| "unknown".into()),
             v.api_version.unwrap_or_else(|| "unknown".into()),
@@ -113,6 +118,7 @@ impl DockerEngine {
 
 /// Runs `fut` under a timeout, a span and the engine metrics, mapping bollard errors.
 async fn timed<T>(
+    metrics: &Metrics,
     op: Op,
     limit: Duration,
     fut: impl Future<Output = Result<T, bollard::errors::Error>>,
@@ -130,7 +136,7 @@ async fn timed<T>(
     };
     // A 404 on inspect is an answer, not a failed call.
     let ok = matches!(&out, Ok(_) | Err(EngineError::NotFound { .. }));
-    metrics().engine_call(op.as_str(), ok, start.elapsed());
+    metrics.engine_call(op.as_str(), ok, start.elapsed());
     if let Err(e) = &out {
         tracing::debug!(op = op.as_str(), error = %e, "engine call failed");
     }
@@ -345,7 +351,9 @@ fn cap(mut s: String) -> String {
 #[async_trait]
 impl Engine for DockerEngine {
     async fn ping(&self) -> Result<(), EngineError> {
-        timed(Op::Ping, QUICK, self.docker.ping()).await.map(|_| ())
+        timed(&self.metrics, Op::Ping, QUICK, self.docker.ping())
+            .await
+            .map(|_| ())
     }
 
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, EngineError> {
@@ -356,7 +364,13 @@ impl Engine for DockerEngine {
             filters: Some(filters),
             ..Default::default()
         };
-        let summaries = timed(Op::List, QUICK, self.docker.list_containers(Some(opts))).await?;
+        let summaries = timed(
+            &self.metrics,
+            Op::List,
+            QUICK,
+            self.docker.list_containers(Some(opts)),
+        )
+        .await?;
         let mut out = Vec::with_capacity(summaries.len());
         for s in summaries {
             let Some(id) = s.id else { continue };
@@ -376,7 +390,13 @@ impl Engine for DockerEngine {
             filters: Some(filters),
             ..Default::default()
         };
-        let summaries = timed(Op::List, QUICK, self.docker.list_containers(Some(opts))).await?;
+        let summaries = timed(
+            &self.metrics,
+            Op::List,
+            QUICK,
+            self.docker.list_containers(Some(opts)),
+        )
+        .await?;
         Ok(summaries
             .into_iter()
             .filter_map(summary_to_info)
@@ -386,6 +406,7 @@ impl Engine for DockerEngine {
 
     async fn inspect(&self, id_or_name: &str) -> Result<Option<ContainerInfo>, EngineError> {
         match timed(
+            &self.metrics,
             Op::Inspect,
             QUICK,
             self.docker.inspect_container(id_or_name, None),
@@ -404,6 +425,7 @@ impl Engine for DockerEngine {
         auth: Option<&Credentials>,
     ) -> Result<String, EngineError> {
         let r = timed(
+            &self.metrics,
             Op::RegistryDigest,
             QUICK,
             self.docker
@@ -418,6 +440,7 @@ impl Engine for DockerEngine {
 
     async fn local_image(&self, reference: &str) -> Result<Option<LocalImage>, EngineError> {
         match timed(
+            &self.metrics,
             Op::ImageInspect,
             QUICK,
             self.docker.inspect_image(reference),
@@ -459,7 +482,7 @@ impl Engine for DockerEngine {
             }
             Ok(())
         };
-        timed(Op::Pull, PULL, fut).await
+        timed(&self.metrics, Op::Pull, PULL, fut).await
     }
 
     async fn ensure_volume(
@@ -467,7 +490,14 @@ impl Engine for DockerEngine {
         name: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), EngineError> {
-        match timed(Op::VolumeCreate, QUICK, self.docker.inspect_volume(name)).await {
+        match timed(
+            &self.metrics,
+            Op::VolumeCreate,
+            QUICK,
+            self.docker.inspect_volume(name),
+        )
+        .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
@@ -477,13 +507,19 @@ impl Engine for DockerEngine {
             labels: Some(labels.clone().into_iter().collect()),
             ..Default::default()
         };
-        timed(Op::VolumeCreate, QUICK, self.docker.create_volume(req))
-            .await
-            .map(|_| ())
+        timed(
+            &self.metrics,
+            Op::VolumeCreate,
+            QUICK,
+            self.docker.create_volume(req),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), EngineError> {
         match timed(
+            &self.metrics,
             Op::NetworkCreate,
             QUICK,
             self.docker.inspect_network(name, None),
@@ -503,7 +539,14 @@ impl Engine for DockerEngine {
             )])),
             ..Default::default()
         };
-        match timed(Op::NetworkCreate, QUICK, self.docker.create_network(req)).await {
+        match timed(
+            &self.metrics,
+            Op::NetworkCreate,
+            QUICK,
+            self.docker.create_network(req),
+        )
+        .await
+        {
             // Created by someone else in between: the result is the same.
             Err(EngineError::Conflict { .. }) => Ok(()),
             other => other.map(|_| ()),
@@ -575,6 +618,7 @@ impl Engine for DockerEngine {
             ..Default::default()
         };
         let r = timed(
+            &self.metrics,
             Op::Create,
             QUICK,
             self.docker.create_container(Some(opts), body),
@@ -587,6 +631,7 @@ impl Engine for DockerEngine {
                 endpoint_config: Some(endpoint(n)),
             };
             if let Err(e) = timed(
+                &self.metrics,
                 Op::NetworkConnect,
                 QUICK,
                 self.docker.connect_network(&n.name, connect),
@@ -601,7 +646,13 @@ impl Engine for DockerEngine {
     }
 
     async fn start(&self, id: &str) -> Result<(), EngineError> {
-        timed(Op::Start, QUICK, self.docker.start_container(id, None)).await
+        timed(
+            &self.metrics,
+            Op::Start,
+            QUICK,
+            self.docker.start_container(id, None),
+        )
+        .await
     }
 
     async fn stop(&self, id: &str, timeout_secs: u32) -> Result<(), EngineError> {
@@ -610,7 +661,14 @@ impl Engine for DockerEngine {
             signal: None,
         };
         let limit = QUICK + Duration::from_secs(u64::from(timeout_secs));
-        match timed(Op::Stop, limit, self.docker.stop_container(id, Some(opts))).await {
+        match timed(
+            &self.metrics,
+            Op::Stop,
+            limit,
+            self.docker.stop_container(id, Some(opts)),
+        )
+        .await
+        {
             Err(e) if e.is_not_found() => Ok(()),
             other => other,
         }
@@ -620,7 +678,13 @@ impl Engine for DockerEngine {
         let opts = RenameContainerOptions {
             name: new_name.to_owned(),
         };
-        timed(Op::Rename, QUICK, self.docker.rename_container(id, opts)).await
+        timed(
+            &self.metrics,
+            Op::Rename,
+            QUICK,
+            self.docker.rename_container(id, opts),
+        )
+        .await
     }
 
     async fn remove(&self, id: &str, volumes: bool) -> Result<(), EngineError> {
@@ -630,6 +694,7 @@ impl Engine for DockerEngine {
             link: false,
         };
         match timed(
+            &self.metrics,
             Op::Remove,
             QUICK,
             self.docker.remove_container(id, Some(opts)),
@@ -707,7 +772,7 @@ impl Engine for DockerEngine {
             out.stderr = cap(out.stderr);
             Ok(out)
         };
-        timed(Op::Exec, EXEC, fut).await
+        timed(&self.metrics, Op::Exec, EXEC, fut).await
     }
 
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError> {
@@ -725,7 +790,7 @@ impl Engine for DockerEngine {
             }
             Ok(cap(s))
         };
-        timed(Op::Logs, QUICK, fut).await
+        timed(&self.metrics, Op::Logs, QUICK, fut).await
     }
 
     async fn memory_usage(&self, id: &str) -> Result<Option<u64>, EngineError> {
@@ -743,7 +808,7 @@ impl Engine for DockerEngine {
                 None => Ok(None),
             }
         };
-        timed(Op::Stats, QUICK, fut).await
+        timed(&self.metrics, Op::Stats, QUICK, fut).await
     }
 
     fn events(&self) -> EventStream {
@@ -755,13 +820,13 @@ impl Engine for DockerEngine {
             filters: Some(filters),
             ..Default::default()
         };
-        let stream = self
-            .docker
-            .events(Some(opts))
-            .filter_map(|item| async move {
+        let metrics = Arc::clone(&self.metrics);
+        let stream = self.docker.events(Some(opts)).filter_map(move |item| {
+            let metrics = Arc::clone(&metrics);
+            async move {
                 match item {
                     Err(e) => {
-                        metrics().engine_call(Op::Events.as_str(), false, Duration::ZERO);
+                        metrics.engine_call(Op::Events.as_str(), false, Duration::ZERO);
                         Some(Err(map_error(Op::Events, e)))
                     }
                     Ok(msg) => {
@@ -784,7 +849,8 @@ impl Engine for DockerEngine {
                         }))
                     }
                 }
-            });
+            }
+        });
         Box::pin(stream)
     }
 }

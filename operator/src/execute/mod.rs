@@ -24,7 +24,7 @@ use crate::status::{
     Change, ChangeAction, ChangeResult, ConditionType, ObjectStatus, Reason, Store,
 };
 use crate::switch::{SwitchClient, SwitchError};
-use crate::telemetry::{Metrics, metrics};
+use crate::telemetry::Metrics;
 use crate::users;
 
 pub use crate::status::Phase;
@@ -284,6 +284,8 @@ pub struct Executor<'a> {
     switch: Option<&'a SwitchClient>,
     /// Who probes the health path ([`HttpProber`] unless [`Executor::with_prober`]).
     prober: Option<&'a dyn Prober>,
+    /// Where updates, rollbacks, drift and probe failures are counted.
+    metrics: &'a Metrics,
 }
 
 impl std::fmt::Debug for Executor<'_> {
@@ -306,8 +308,10 @@ impl<'a> Executor<'a> {
         observed: &'a Observed,
         status: &'a mut ObjectStatus,
         reporter: &'a dyn Reporter,
+        metrics: &'a Metrics,
     ) -> Self {
         Self {
+            metrics,
             engine,
             desired,
             observed,
@@ -373,7 +377,7 @@ impl<'a> Executor<'a> {
         if matches!(plan.action, Action::Resume | Action::Start | Action::Switch) {
             self.candidate = self.observed.active.as_ref().map(|c| c.id.clone());
         }
-        let m = metrics();
+        let m = self.metrics;
         for kind in &plan.drift {
             Metrics::inc(&m.drift_detected_total, self.name(), "kind", kind.as_str());
         }
@@ -505,7 +509,7 @@ impl<'a> Executor<'a> {
     }
 
     async fn fail(&mut self, plan: &Plan, error: StepError, elapsed: f64) -> Outcome {
-        let m = metrics();
+        let m = self.metrics;
         let phase = error.phase();
         let reason = error.to_string();
         let target = plan.target_digest.clone().unwrap_or_default();
@@ -597,7 +601,7 @@ impl<'a> Executor<'a> {
     /// Counts and records a change that failed in `phase` while the previous version kept or got back
     /// the traffic.
     fn rolled_back(&mut self, plan: &Plan, phase: Phase, reason: String, elapsed: f64) -> Outcome {
-        let m = metrics();
+        let m = self.metrics;
         let result = ChangeResult::RolledBack;
         Metrics::inc(&m.updates_total, self.name(), "result", result.as_str());
         Metrics::inc(&m.rollbacks_total, self.name(), "reason", phase.as_str());
@@ -814,7 +818,7 @@ impl<'a> Executor<'a> {
             Ok(report) => {
                 if report.changed {
                     Metrics::inc(
-                        &metrics().drift_detected_total,
+                        &self.metrics.drift_detected_total,
                         self.name(),
                         "kind",
                         "users",
@@ -924,7 +928,7 @@ impl<'a> Executor<'a> {
             health: self.desired.spec.health.as_ref(),
             prober: self.prober.unwrap_or(&http),
             name: &self.desired.name,
-            metrics: metrics(),
+            metrics: self.metrics,
         };
         if let Passed::Healthy(version) = gate.run(id).await? {
             self.status.app_version = version;
@@ -1028,7 +1032,8 @@ mod tests {
             window_applies: true,
         });
         let app = App(health.clone());
-        Executor::new(engine, &desired, &observed, status, &LogReporter)
+        let metrics = Metrics::new();
+        Executor::new(engine, &desired, &observed, status, &LogReporter, &metrics)
             .with_prober(&app)
             .run(&p)
             .await

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::format::{Message, email, render};
 use super::smtp;
 use super::target::{Endpoint, Target};
-use crate::telemetry::metrics;
+use crate::telemetry::Metrics;
 
 /// Messages waiting per target at most; past it the oldest is dropped (and counted).
 pub const QUEUE_CAPACITY: usize = 1024;
@@ -110,9 +110,9 @@ impl Delivery {
     }
 }
 
-/// Counts one result for `target`'s service.
-pub fn count(target: &Target, result: Delivery) {
-    metrics()
+/// Counts one result for `target`'s service in `metrics`.
+pub fn count(metrics: &Metrics, target: &Target, result: Delivery) {
+    metrics
         .notifications_total
         .get_or_create(&vec![
             ("service", target.service.as_str().to_owned()),
@@ -135,17 +135,25 @@ pub struct Lane {
     state: Mutex<LaneState>,
     wake: Notify,
     capacity: usize,
+    /// Where deliveries are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl Lane {
-    /// An empty lane for `target` holding at most `capacity` messages.
-    pub fn new(target: Target, capacity: usize) -> Self {
+    /// An empty lane for `target` holding at most `capacity` messages, counting in `metrics`.
+    pub fn new(target: Target, capacity: usize, metrics: Arc<Metrics>) -> Self {
         Lane {
             target,
             state: Mutex::default(),
             wake: Notify::new(),
             capacity: capacity.max(1),
+            metrics,
         }
+    }
+
+    /// Counts one result for this lane's target.
+    pub fn count(&self, result: Delivery) {
+        count(&self.metrics, &self.target, result);
     }
 
     /// Queues `msg` without waiting; when full, drops the oldest waiting message.
@@ -161,7 +169,7 @@ impl Lane {
             Err(_) => None,
         };
         if let Some(old) = dropped {
-            count(&self.target, Delivery::Dropped);
+            self.count(Delivery::Dropped);
             tracing::warn!(
                 service = self.target.service.as_str(),
                 host = %self.target.host,
@@ -199,7 +207,7 @@ impl Lane {
         loop {
             match self.next() {
                 Some(m) => {
-                    deliver(transport.as_ref(), &self.target, &m, policy).await;
+                    deliver(transport.as_ref(), &self.target, &m, policy, &self.metrics).await;
                     self.finish();
                 }
                 None => self.wake.notified().await,
@@ -221,6 +229,7 @@ pub async fn deliver(
     target: &Target,
     msg: &Message,
     policy: RetryPolicy,
+    metrics: &Metrics,
 ) -> bool {
     let started = Instant::now();
     let mut wait = policy.first;
@@ -233,14 +242,14 @@ pub async fn deliver(
             };
         let err = match result {
             Ok(()) => {
-                count(target, Delivery::Sent);
+                count(metrics, target, Delivery::Sent);
                 tracing::debug!(attempt, "notification sent");
                 return true;
             }
             Err(e) => e,
         };
         if err.is_permanent() || started.elapsed() >= policy.give_up_after {
-            count(target, Delivery::Dropped);
+            count(metrics, target, Delivery::Dropped);
             tracing::warn!(
                 attempts = attempt,
                 error = %err,
@@ -248,7 +257,7 @@ pub async fn deliver(
             );
             return false;
         }
-        count(target, Delivery::Retried);
+        count(metrics, target, Delivery::Retried);
         tracing::info!(
             attempt,
             retry_in = ?wait,
@@ -438,7 +447,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_back_off_exponentially_then_deliver() {
         let t = flaky(5);
-        assert!(deliver(&t, &target(), &message("web"), RetryPolicy::default()).await);
+        assert!(
+            deliver(
+                &t,
+                &target(),
+                &message("web"),
+                RetryPolicy::default(),
+                &Metrics::new(),
+            )
+            .await
+        );
         let at: Vec<u64> = t.at.lock().unwrap().iter().map(|d| d.as_secs()).collect();
         assert_eq!(at, vec![0, 1, 3, 7, 15, 31]);
     }
@@ -446,7 +464,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_for_ten_minutes_then_drop() {
         let t = flaky(usize::MAX);
-        assert!(!deliver(&t, &target(), &message("web"), RetryPolicy::default()).await);
+        assert!(
+            !deliver(
+                &t,
+                &target(),
+                &message("web"),
+                RetryPolicy::default(),
+                &Metrics::new(),
+            )
+            .await
+        );
         let at = t.at.lock().unwrap().clone();
         let last = at.last().copied().unwrap_or_default();
         assert!(last >= Duration::from_secs(600), "{last:?}");
@@ -465,7 +492,7 @@ mod tests {
 
     #[test]
     fn full_queue_drops_the_oldest() {
-        let lane = Lane::new(target(), 3);
+        let lane = Lane::new(target(), 3, Arc::default());
         for i in 0..5 {
             lane.push(message(&format!("o{i}")));
         }
@@ -475,7 +502,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn lane_sends_in_order() {
-        let lane = Arc::new(Lane::new(target(), QUEUE_CAPACITY));
+        let lane = Arc::new(Lane::new(target(), QUEUE_CAPACITY, Arc::default()));
         let t = Arc::new(flaky(1));
         tokio::spawn(lane.clone().run(t.clone(), RetryPolicy::default()));
         lane.push(message("a"));

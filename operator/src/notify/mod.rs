@@ -16,10 +16,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self::deliver::{Delivery, Lane, NetTransport, QUEUE_CAPACITY, RetryPolicy, Transport, count};
+use self::deliver::{Delivery, Lane, NetTransport, QUEUE_CAPACITY, RetryPolicy, Transport};
 use self::event::{Observation, Tracker};
 use self::format::Message;
 use self::target::{Target, UrlError};
+use crate::telemetry::Metrics;
 
 /// Largest notify file read.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -221,12 +222,14 @@ impl Notifier {
         Notifier::default()
     }
 
-    /// Starts one sender task per target over the network (needs a tokio runtime).
-    pub fn start(targets: Vec<Target>) -> Self {
+    /// Starts one sender task per target over the network (needs a tokio runtime), counting deliveries
+    /// in `metrics`.
+    pub fn start(targets: Vec<Target>, metrics: Arc<Metrics>) -> Self {
         Self::start_with(
             targets,
             Arc::new(NetTransport::new()),
             RetryPolicy::default(),
+            metrics,
         )
     }
 
@@ -235,13 +238,14 @@ impl Notifier {
         targets: Vec<Target>,
         transport: Arc<dyn Transport>,
         policy: RetryPolicy,
+        metrics: Arc<Metrics>,
     ) -> Self {
         if targets.is_empty() {
             return Self::disabled();
         }
         let lanes: Vec<Arc<Lane>> = targets
             .into_iter()
-            .map(|t| Arc::new(Lane::new(t, QUEUE_CAPACITY)))
+            .map(|t| Arc::new(Lane::new(t, QUEUE_CAPACITY, Arc::clone(&metrics))))
             .collect();
         for lane in &lanes {
             tokio::spawn(lane.clone().run(transport.clone(), policy));
@@ -278,7 +282,7 @@ impl Notifier {
                 if lane.target.wants(msg.event) {
                     lane.push(msg.clone());
                 } else {
-                    count(&lane.target, Delivery::Filtered);
+                    lane.count(Delivery::Filtered);
                 }
             }
         }
@@ -401,7 +405,12 @@ mod tests {
         let all = Target::parse("generic+http://127.0.0.1:1/a").unwrap();
         let only = Target::parse("generic+http://127.0.0.1:1/b?events=orphaned").unwrap();
         let t = Arc::new(Count::default());
-        let n = Notifier::start_with(vec![all, only], t.clone(), RetryPolicy::default());
+        let n = Notifier::start_with(
+            vec![all, only],
+            t.clone(),
+            RetryPolicy::default(),
+            Arc::default(),
+        );
         n.observe(Observation::Failed {
             object: "web",
             error: "engine down",

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{DesiredState, count_invalid, files_label, summarize};
 use crate::spec::load::{Loaded, SourcedObject, load_paths};
+use crate::telemetry::Metrics;
 
 /// The file source. [`FileSource::scan`] is the pure-ish step; [`FileSource::run`] drives it.
 #[derive(Debug)]
@@ -23,17 +25,20 @@ pub struct FileSource {
     debounce: Duration,
     last_hash: Option<String>,
     in_force: Vec<SourcedObject>,
+    metrics: Arc<Metrics>,
 }
 
 impl FileSource {
-    /// A source over `paths`; filesystem events are debounced by `debounce`.
-    pub fn new(paths: Vec<PathBuf>, debounce: Duration) -> Self {
+    /// A source over `paths`; filesystem events are debounced by `debounce`; refused inputs are counted
+    /// in `metrics`.
+    pub fn new(paths: Vec<PathBuf>, debounce: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             label: files_label(&paths),
             paths,
             debounce,
             last_hash: None,
             in_force: Vec::new(),
+            metrics,
         }
     }
 
@@ -54,7 +59,7 @@ impl FileSource {
         }
         let state = self.merge(&loaded, &hash);
         if !state.complete {
-            count_invalid(&self.label);
+            count_invalid(&self.metrics, &self.label);
             tracing::warn!(
                 source = %self.label,
                 revision = %hash,
@@ -253,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let f = dir.path().join("a.yaml");
         std::fs::write(&f, obj("web", "127.0.0.1:5000/web:v1", 18080)).expect("write");
-        let mut src = FileSource::new(vec![f.clone()], Duration::from_millis(10));
+        let mut src = FileSource::new(vec![f.clone()], Duration::from_millis(10), Arc::default());
         let first = src.scan().expect("first scan");
         assert!(first.is_valid());
         assert_eq!(names(&first), vec!["web"]);
@@ -285,7 +290,11 @@ mod tests {
         )
         .expect("write");
         std::fs::write(&b, obj("three", "127.0.0.1:5000/web:v1", 18083)).expect("write");
-        let mut src = FileSource::new(vec![dir.path().to_path_buf()], Duration::from_millis(10));
+        let mut src = FileSource::new(
+            vec![dir.path().to_path_buf()],
+            Duration::from_millis(10),
+            Arc::default(),
+        );
         let s = src.scan().expect("scan");
         assert_eq!(names(&s), vec!["one", "two", "three"]);
         // Break a.yaml, change b.yaml: b applies, a's objects stay at v1 and are reported.
@@ -320,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let f = dir.path().join("a.yaml");
         std::fs::write(&f, obj("web", "127.0.0.1:5000/web:v1", 18080)).expect("write");
-        let mut src = FileSource::new(vec![f.clone()], Duration::from_millis(10));
+        let mut src = FileSource::new(vec![f.clone()], Duration::from_millis(10), Arc::default());
         src.scan().expect("scan");
         std::fs::remove_file(&f).expect("rm");
         let s = src.scan().expect("scan");
@@ -336,7 +345,8 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(4);
         let (_rescan_tx, rescan_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(
-            FileSource::new(vec![f.clone()], Duration::from_millis(20)).run(tx, rescan_rx),
+            FileSource::new(vec![f.clone()], Duration::from_millis(20), Arc::default())
+                .run(tx, rescan_rx),
         );
         let first = rx.recv().await.expect("first");
         assert_eq!(first.objects[0].spec.image, "127.0.0.1:5000/web:v1");

@@ -13,6 +13,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::process::Command;
@@ -20,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::{DesiredState, count_invalid, summarize};
 use crate::spec::load::{Diagnostic, Loaded, MAX_FILE_BYTES, load_paths, too_large};
+use crate::telemetry::Metrics;
 
 /// Limit for a fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -116,17 +118,20 @@ pub struct GitSource {
     applied: Option<DesiredState>,
     /// Limit for a fetch ([`FETCH_TIMEOUT`]; shorter in tests).
     fetch_timeout: Duration,
+    /// Where rejected revisions are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl GitSource {
-    /// A source for `cfg`.
-    pub fn new(cfg: GitConfig) -> Self {
+    /// A source for `cfg`; rejected revisions are counted in `metrics`.
+    pub fn new(cfg: GitConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             label: redact_url(&cfg.url),
             cfg,
             seen: None,
             applied: None,
             fetch_timeout: FETCH_TIMEOUT,
+            metrics,
         }
     }
 
@@ -280,7 +285,7 @@ impl GitSource {
             self.applied = Some(state.clone());
             return Ok(Some(state));
         }
-        count_invalid(&self.label);
+        count_invalid(&self.metrics, &self.label);
         let errors = summarize(loaded.errors());
         tracing::warn!(
             source = %self.label,
@@ -583,13 +588,16 @@ mod tests {
         sh(&work, &["add", "."]);
         sh(&work, &["commit", "-qm", "one"]);
         let c1 = sh(&work, &["rev-parse", "HEAD"]);
-        let mut src = GitSource::new(GitConfig {
-            url: work.display().to_string(),
-            branch: "main".into(),
-            paths: vec!["deploy".into()],
-            dir: tmp.path().join("state/git"),
-            poll: Duration::from_secs(60),
-        });
+        let mut src = GitSource::new(
+            GitConfig {
+                url: work.display().to_string(),
+                branch: "main".into(),
+                paths: vec!["deploy".into()],
+                dir: tmp.path().join("state/git"),
+                poll: Duration::from_secs(60),
+            },
+            Arc::default(),
+        );
         let s = src.sync().await.expect("sync").expect("first");
         assert_eq!(s.revision, c1);
         assert!(s.is_valid());
@@ -627,13 +635,16 @@ mod tests {
     }
 
     fn sources(url: &Path, dir: &Path, paths: &[&str]) -> GitSource {
-        GitSource::new(GitConfig {
-            url: url.display().to_string(),
-            branch: "main".into(),
-            paths: paths.iter().map(|p| (*p).to_owned()).collect(),
-            dir: dir.join("state/git"),
-            poll: Duration::from_secs(60),
-        })
+        GitSource::new(
+            GitConfig {
+                url: url.display().to_string(),
+                branch: "main".into(),
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                dir: dir.join("state/git"),
+                poll: Duration::from_secs(60),
+            },
+            Arc::default(),
+        )
     }
 
     /// A work repository at `dir/work` with `files` committed on `main`, cloned bare to `dir/bare.git`.
@@ -790,13 +801,16 @@ mod tests {
         });
         let token = format!("tok{}", fastrand::u64(..));
         let tmp = tempfile::tempdir().expect("tmp");
-        let mut src = GitSource::new(GitConfig {
-            url: format!("http://user:{token}@127.0.0.1:{port}/repo.git"),
-            branch: "main".into(),
-            paths: vec![".".into()],
-            dir: tmp.path().join("git"),
-            poll: Duration::from_secs(60),
-        });
+        let mut src = GitSource::new(
+            GitConfig {
+                url: format!("http://user:{token}@127.0.0.1:{port}/repo.git"),
+                branch: "main".into(),
+                paths: vec![".".into()],
+                dir: tmp.path().join("git"),
+                poll: Duration::from_secs(60),
+            },
+            Arc::default(),
+        );
         src.fetch_timeout = Duration::from_secs(2);
         let e = src.sync().await.expect_err("times out");
         assert!(matches!(e, GitError::Timeout { .. }), "{e}");
@@ -826,13 +840,16 @@ mod tests {
     #[tokio::test]
     async fn unreachable_repository_is_an_error() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let mut src = GitSource::new(GitConfig {
-            url: tmp.path().join("nope").display().to_string(),
-            branch: "main".into(),
-            paths: vec![".".into()],
-            dir: tmp.path().join("git"),
-            poll: Duration::from_secs(60),
-        });
+        let mut src = GitSource::new(
+            GitConfig {
+                url: tmp.path().join("nope").display().to_string(),
+                branch: "main".into(),
+                paths: vec![".".into()],
+                dir: tmp.path().join("git"),
+                poll: Duration::from_secs(60),
+            },
+            Arc::default(),
+        );
         let e = src.sync().await.expect_err("fails");
         assert!(matches!(e, GitError::Failed { .. }), "{e}");
     }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::spec::Container;
 use crate::spec::load::Diagnostic;
-use crate::telemetry::metrics;
+use crate::telemetry::Metrics;
 
 /// Error lines quoted in a `SpecInvalid` condition message.
 const MAX_QUOTED_ERRORS: usize = 5;
@@ -64,8 +64,8 @@ pub fn summarize<'a>(errors: impl IntoIterator<Item = &'a Diagnostic>) -> String
 }
 
 /// Counts one refused input in `dockop_spec_invalid_total{source}`.
-pub fn count_invalid(source: &str) {
-    metrics()
+pub fn count_invalid(metrics: &Metrics, source: &str) {
+    metrics
         .spec_invalid_total
         .get_or_create(&vec![("source", source.to_owned())])
         .inc();

@@ -709,7 +709,7 @@ mod tests {
             .map(|c| c.reason.to_string())
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn applies_marks_invalid_and_orphans() {
         let mut h = start(false);
         h.source
@@ -769,7 +769,7 @@ mod tests {
             .unwrap_or_else(|| panic!("no `{call}` in {calls:?}"))
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn dependents_wait_for_ready_and_are_pruned_first() {
         let mut h = start(true);
         // The dependency's first create fails: the dependent is not created meanwhile.
@@ -830,7 +830,7 @@ mod tests {
         h.task.await.expect("controller ends");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn prunes_containers_and_status() {
         let mut h = start(true);
         h.source

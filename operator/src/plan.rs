@@ -842,54 +842,29 @@ fn blocked(mut p: Plan, reason: BlockReason, message: String) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{LABEL_DIGEST, LABEL_NAME, LABEL_ROLE, LABEL_SPEC_HASH, RunState};
-    use crate::spec::{ApiVersion, Container, ContainerSpec, Kind, Metadata};
-    use std::collections::BTreeMap;
+    use crate::engine::{LABEL_ROLE, RunState};
+    use crate::spec::Container;
+    use crate::testing;
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
-    fn spec() -> Container {
-        let yaml = "image: 127.0.0.1:5000/web:v1\n";
-        let spec: ContainerSpec = serde_saphyr::from_str(yaml).expect("spec");
-        Container {
-            api_version: ApiVersion::V1Alpha1,
-            kind: Kind::Container,
-            metadata: Metadata {
-                name: "web".into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
-            spec,
-            status: None,
-        }
-    }
-
     fn desired(f: impl FnOnce(&mut Container)) -> DesiredContainer {
-        let mut c = spec();
+        let mut c = testing::object("web")
+            .image("127.0.0.1:5000/web:v1")
+            .build();
         f(&mut c);
         DesiredContainer::build(&c).expect("desired")
     }
 
     fn container(name: &str, digest: &str, hash: &str, state: RunState) -> ContainerInfo {
-        let labels = BTreeMap::from([
-            (LABEL_NAME.to_owned(), "web".to_owned()),
-            (LABEL_DIGEST.to_owned(), digest.to_owned()),
-            (LABEL_SPEC_HASH.to_owned(), hash.to_owned()),
-            (LABEL_ROLE.to_owned(), "active".to_owned()),
-        ]);
-        ContainerInfo {
-            id: format!("id-{name}"),
-            name: name.into(),
-            labels,
-            state,
-            exit_code: 0,
-            oom_killed: false,
-            started_at: None,
-            image_id: String::new(),
-            ip_address: None,
-            engine_host: None,
-        }
+        testing::info(&format!("id-{name}"), name)
+            .object(Some("web"))
+            .digest(digest)
+            .spec_hash(hash)
+            .role("active")
+            .state(state)
+            .build()
     }
 
     struct Case {

@@ -417,28 +417,16 @@ fn degraded(outcome: &Outcome, kept: Option<&Reason>, failed_target: Option<&str
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::engine::fake::FakeEngine;
     use crate::execute::LogReporter;
-    use crate::spec::{ApiVersion, Kind, Metadata};
+    use crate::testing;
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
     fn object(image: &str) -> Container {
-        Container {
-            api_version: ApiVersion::V1Alpha1,
-            kind: Kind::Container,
-            metadata: Metadata {
-                name: "web".into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
-            spec: serde_saphyr::from_str(&format!("image: {image}\n")).expect("spec"),
-            status: None,
-        }
+        testing::object("web").image(image).build()
     }
 
     #[tokio::test]

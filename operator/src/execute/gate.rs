@@ -362,6 +362,7 @@ mod tests {
 
     use super::*;
     use crate::engine::fake::FakeEngine;
+    use crate::testing;
 
     fn health(interval: u32, timeout: u32, threshold: u32, deadline: u32) -> Health {
         Health {
@@ -500,18 +501,11 @@ mod tests {
     /// Puts a container `c001` in `state` (exit code `code`) into the fake engine.
     fn container_in(engine: &FakeEngine, state: RunState, code: i64) -> String {
         let id = "c001".to_owned();
-        let info = ContainerInfo {
-            id: id.clone(),
-            name: "web".into(),
-            labels: Default::default(),
-            state,
-            exit_code: code,
-            oom_killed: false,
-            started_at: None,
-            image_id: "img".into(),
-            ip_address: Some("127.0.0.1".into()),
-            engine_host: None,
-        };
+        let mut info = testing::info(&id, "web")
+            .state(state)
+            .ip("127.0.0.1")
+            .build();
+        info.exit_code = code;
         engine.state().containers.insert(id.clone(), info);
         id
     }

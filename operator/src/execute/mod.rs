@@ -951,7 +951,6 @@ fn action_word(a: &Action) -> ChangeAction {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU16, Ordering};
 
@@ -959,7 +958,8 @@ mod tests {
     use crate::engine::fake::FakeEngine;
     use crate::engine::{EngineError, Op};
     use crate::plan::{Inputs, RegistryAnswer, plan};
-    use crate::spec::{ApiVersion, Container, Kind, Metadata};
+    use crate::spec::Container;
+    use crate::testing;
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
@@ -990,24 +990,15 @@ mod tests {
     }
 
     fn object(preflight: bool) -> Container {
-        container(&format!(
-            "image: reg/web:live\nhealth: {{path: /h, port: 80, intervalSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 5}}\nupdate: {{preflight: {preflight}}}\n"
-        ))
-    }
-
-    /// Object `web` with spec `yaml`.
-    fn container(yaml: &str) -> Container {
-        Container {
-            api_version: ApiVersion::V1Alpha1,
-            kind: Kind::Container,
-            metadata: Metadata {
-                name: "web".into(),
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
-            spec: serde_saphyr::from_str(yaml).expect("spec"),
-            status: None,
-        }
+        testing::object("web")
+            .image("reg/web:live")
+            .health(
+                "/h",
+                80,
+                "intervalSeconds: 1, failureThreshold: 2, startupDeadlineSeconds: 5",
+            )
+            .spec(&format!("update: {{preflight: {preflight}}}"))
+            .build()
     }
 
     /// Runs observe + plan + execute once against the fake.

@@ -101,6 +101,24 @@ impl DockerEngine {
         })
     }
 
+    /// Every container (any state) carrying [`LABEL_NAME`], as the list call gives them.
+    async fn list_labelled(&self) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_owned(), vec![LABEL_NAME.to_owned()])]);
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        timed(
+            &self.metrics,
+            Op::List,
+            QUICK,
+            self.docker.list_containers(Some(opts)),
+        )
+        .await
+    }
+
     fn located(&self, mut info: ContainerInfo) -> ContainerInfo {
         info.engine_host.clone_from(&self.remote_host);
         info
@@ -357,20 +375,7 @@ impl Engine for DockerEngine {
     }
 
     async fn list_managed(&self) -> Result<Vec<ContainerInfo>, EngineError> {
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("label".to_owned(), vec![LABEL_NAME.to_owned()])]);
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let summaries = timed(
-            &self.metrics,
-            Op::List,
-            QUICK,
-            self.docker.list_containers(Some(opts)),
-        )
-        .await?;
+        let summaries = self.list_labelled().await?;
         let mut out = Vec::with_capacity(summaries.len());
         for s in summaries {
             let Some(id) = s.id else { continue };
@@ -383,20 +388,7 @@ impl Engine for DockerEngine {
     }
 
     async fn list_brief(&self) -> Result<Vec<ContainerInfo>, EngineError> {
-        let filters: HashMap<String, Vec<String>> =
-            HashMap::from([("label".to_owned(), vec![LABEL_NAME.to_owned()])]);
-        let opts = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let summaries = timed(
-            &self.metrics,
-            Op::List,
-            QUICK,
-            self.docker.list_containers(Some(opts)),
-        )
-        .await?;
+        let summaries = self.list_labelled().await?;
         Ok(summaries
             .into_iter()
             .filter_map(summary_to_info)

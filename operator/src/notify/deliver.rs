@@ -444,19 +444,23 @@ mod tests {
         Target::parse("generic+http://127.0.0.1:9/x").unwrap()
     }
 
+    /// Delivers a message about `web` over `t` with the default policy.
+    async fn deliver_web(t: &dyn Transport) -> bool {
+        let metrics = Metrics::new();
+        deliver(
+            t,
+            &target(),
+            &message("web"),
+            RetryPolicy::default(),
+            &metrics,
+        )
+        .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn retries_back_off_exponentially_then_deliver() {
         let t = flaky(5);
-        assert!(
-            deliver(
-                &t,
-                &target(),
-                &message("web"),
-                RetryPolicy::default(),
-                &Metrics::new(),
-            )
-            .await
-        );
+        assert!(deliver_web(&t).await);
         let at: Vec<u64> = t.at.lock().unwrap().iter().map(|d| d.as_secs()).collect();
         assert_eq!(at, vec![0, 1, 3, 7, 15, 31]);
     }
@@ -464,16 +468,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_for_ten_minutes_then_drop() {
         let t = flaky(usize::MAX);
-        assert!(
-            !deliver(
-                &t,
-                &target(),
-                &message("web"),
-                RetryPolicy::default(),
-                &Metrics::new(),
-            )
-            .await
-        );
+        assert!(!deliver_web(&t).await);
         let at = t.at.lock().unwrap().clone();
         let last = at.last().copied().unwrap_or_default();
         assert!(last >= Duration::from_secs(600), "{last:?}");

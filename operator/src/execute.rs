@@ -736,6 +736,7 @@ impl<'a> Executor<'a> {
             return Ok(());
         }
         let creds = auth::credentials_for(reference)
+            .await
             .map_err(|e| (Phase::Credentials, e.to_string(), false))?;
         self.say(&format!("pulling {reference}"));
         let name = self.desired.name.clone();
@@ -1160,7 +1161,7 @@ mod tests {
         obj: &Container,
         status: &mut ObjectStatus,
     ) -> Outcome {
-        let desired = DesiredContainer::build(obj).expect("desired");
+        let desired = DesiredContainer::build(obj, None).expect("desired");
         let observed = Observed::read(engine, "web", None).await.expect("observe");
         let reg = match engine.registry_digest("reg/web:live", None).await {
             Ok(d) => RegistryAnswer::Digest(d),
@@ -1293,7 +1294,10 @@ mod tests {
         );
         assert!(
             status
-                .failed_for(D2, &DesiredContainer::build(&obj).expect("d").spec_hash)
+                .failed_for(
+                    D2,
+                    &DesiredContainer::build(&obj, None).expect("d").spec_hash
+                )
                 .is_some()
         );
         // Not retried.

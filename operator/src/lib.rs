@@ -2,6 +2,7 @@
 //! against the Docker engine, health-gated updates with preflight and automatic rollback.
 
 pub mod backoff;
+pub mod child;
 pub mod cli;
 pub mod controller;
 pub mod convert;

@@ -767,7 +767,7 @@ mod tests {
     fn desired(f: impl FnOnce(&mut Container)) -> DesiredContainer {
         let mut c = spec();
         f(&mut c);
-        DesiredContainer::build(&c).expect("desired")
+        DesiredContainer::build(&c, None).expect("desired")
     }
 
     fn container(name: &str, digest: &str, hash: &str, state: RunState) -> ContainerInfo {

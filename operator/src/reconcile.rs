@@ -123,7 +123,7 @@ async fn registry_answer(
     {
         return RegistryAnswer::Digest(dg.clone());
     }
-    let creds = match auth::credentials_for(&tag) {
+    let creds = match auth::credentials_for(&tag).await {
         Ok(c) => c,
         Err(e) => return RegistryAnswer::Error(e.to_string()),
     };
@@ -175,7 +175,7 @@ pub async fn reconcile(
     let m = metrics();
     let mut status = ctx.store.load(&name);
     let result: Result<_, ReconcileError> = async {
-        let desired = DesiredContainer::load(obj).await?;
+        let desired = DesiredContainer::load(obj, ctx.store.spec_hash_key()).await?;
         let mut observed = Observed::read(ctx.engine.as_ref(), &name, all)
             .await
             .map_err(ReconcileError::Observe)?;

@@ -781,7 +781,7 @@ mod tests {
             spec,
             status: None,
         };
-        DesiredContainer::build(&c).expect("desired")
+        DesiredContainer::build(&c, None).expect("desired")
     }
 
     fn users(list: &[(&str, Option<&str>, bool)]) -> String {

@@ -891,7 +891,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         );
         return ExitCode::FAILURE;
     };
-    let desired = match crate::desired::DesiredContainer::load(&obj).await {
+    let desired = match crate::desired::DesiredContainer::load(&obj, store.spec_hash_key()).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -906,6 +906,7 @@ async fn rollback(global: &GlobalArgs, name: &str, files: &[PathBuf]) -> ExitCod
         obj.spec.digest.clone()
     } else {
         let creds = crate::engine::auth::credentials_for(desired.tag_reference())
+            .await
             .ok()
             .flatten();
         match crate::engine::Engine::registry_digest(

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
+use serde_saphyr::{MessageFormatter, Spanned, Tagged, UserMessageFormatter};
 
 use super::Container;
 
@@ -473,6 +473,9 @@ pub(crate) struct Node {
     pub line: usize,
     /// 1-based column.
     pub column: usize,
+    /// The explicit YAML tag written on the node, resolved (`tag:yaml.org,2002:binary`, `!foo`); `None`
+    /// when it has none. Validation refuses tags other than the core ones.
+    pub tag: Option<String>,
     /// The value.
     pub value: NodeValue,
 }
@@ -507,6 +510,8 @@ pub(crate) struct Entry {
     pub key_line: usize,
     /// 1-based column of the key.
     pub key_column: usize,
+    /// The explicit YAML tag written on the key, resolved; `None` when it has none.
+    pub key_tag: Option<String>,
     /// The value.
     pub value: Node,
 }
@@ -626,12 +631,14 @@ fn location_to_position(loc: &serde_saphyr::Location) -> (usize, usize) {
 
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spanned = Spanned::<NodeValue>::deserialize(deserializer)?;
+        let spanned = Spanned::<Tagged<NodeValue>>::deserialize(deserializer)?;
         let (line, column) = location_to_position(&spanned.referenced);
+        let Tagged(value, tag) = spanned.value;
         Ok(Node {
             line,
             column,
-            value: spanned.value,
+            tag,
+            value,
         })
     }
 }
@@ -700,13 +707,15 @@ impl<'de> Visitor<'de> for NodeValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeValue, A::Error> {
         let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Spanned<KeyText>>()? {
+        while let Some(key) = map.next_key::<Spanned<Tagged<KeyText>>>()? {
             let value: Node = map.next_value()?;
             let (key_line, key_column) = location_to_position(&key.referenced);
+            let Tagged(KeyText(key), key_tag) = key.value;
             entries.push(Entry {
-                key: key.value.0,
+                key,
                 key_line,
                 key_column,
+                key_tag,
                 value,
             });
         }

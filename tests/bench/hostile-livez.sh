@@ -6,7 +6,8 @@
 # side by side, the number of rewrites, and how many warning/error lines dockop logged for them.
 # Target: p99 < 100 ms while the hostile file is seen.
 #
-# Usage: tests/bench/hostile-livez.sh [REQUESTS]   (default 2000 per phase; no container is created)
+# Usage: tests/bench/hostile-livez.sh [REQUESTS] [PAUSE_MS]   (default 2000 per phase, 5 ms apart: about
+#        15 s a phase, some 30 rewrites; no container is created)
 #   DOCKOP_BIN=path   use this binary instead of building target/release/dockop
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,6 +15,7 @@ ROOT=$PWD
 . tests/bench/lib.sh
 
 REQUESTS=${1:-2000}
+PAUSE_MS=${2:-5}
 WORK=$(mktemp -d)
 DOCKOP_PID=
 WRITER_PID=
@@ -54,8 +56,9 @@ for variant in ("a", "b"):
     open(f"{work}/hostile-{variant}.yaml", "w").write("".join(parts))
 PY
 
-# measure LABEL: REQUESTS sequential GET /livez, each on a fresh connection; prints "LABEL n p50 p99 max failed".
-measure() { python3 tests/bench/livez.py "$PORT" "$REQUESTS" "$1"; }
+# measure LABEL: REQUESTS sequential GET /livez, each on a fresh connection, PAUSE_MS apart; prints
+# "LABEL n p50 p99 max failed".
+measure() { python3 tests/bench/livez.py "$PORT" "$REQUESTS" "$1" "$PAUSE_MS"; }
 
 say "quiet: $REQUESTS requests"
 QUIET=$(measure quiet)

@@ -1,6 +1,6 @@
 """GET /livez on a fresh connection, timed; shared by the HTTP benchmarks (imported, or run as
-`python3 tests/bench/livez.py PORT REQUESTS LABEL`: REQUESTS sequential requests, then one line
-`LABEL requests p50 p99 max failed`, milliseconds)."""
+`python3 tests/bench/livez.py PORT REQUESTS LABEL [PAUSE_MS]`: REQUESTS sequential requests, PAUSE_MS
+apart, then one line `LABEL requests p50 p99 max failed`, milliseconds)."""
 import socket
 import sys
 import time
@@ -32,9 +32,11 @@ def pct(xs, p):
 
 if __name__ == "__main__":
     port, n, label = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    pause = float(sys.argv[4]) / 1000 if len(sys.argv) > 4 else 0
     lat, failed = [], 0
     for _ in range(n):
         ok, ms = livez(("127.0.0.1", port))
         lat.append(ms)
         failed += not ok
+        time.sleep(pause)
     print(f"{label} {len(lat)} {pct(lat, .5):.2f} {pct(lat, .99):.2f} {max(lat):.2f} {failed}")

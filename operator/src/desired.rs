@@ -13,7 +13,7 @@ use crate::engine::{
     LABEL_ROLE, LABEL_SPEC_HASH, LogConfig, MountSpec, NetworkEndpoint, PortBinding,
 };
 use crate::health::{AuthError, ProbeAuth};
-use crate::spec::hash::spec_hash;
+use crate::spec::hash::{SpecHashKey, secret_for_hash, spec_hash};
 use crate::spec::quantity::{QuantityError, parse_bytes};
 use crate::spec::{
     Container, ContainerSpec, ImageRef, ImageRefError, Logging, Protocol, UpdateStrategy,
@@ -170,15 +170,18 @@ fn host_settings(spec: &ContainerSpec) -> Result<HostSettings, DesiredError> {
 
 impl DesiredContainer {
     /// [`DesiredContainer::build`] on a blocking thread, given up after [`valuefile::READ_LIMIT`].
-    pub async fn load(obj: &Container) -> Result<Self, DesiredError> {
+    pub async fn load(obj: &Container, key: Option<&SpecHashKey>) -> Result<Self, DesiredError> {
         let obj = obj.clone();
-        valuefile::in_blocking(move || Self::build(&obj))
+        let key = key.cloned();
+        valuefile::in_blocking(move || Self::build(&obj, key.as_ref()))
             .await
             .map_err(DesiredError::Blocked)?
     }
 
-    /// Builds the desired container for `obj`, reading env and credential files (blocking).
-    pub fn build(obj: &Container) -> Result<Self, DesiredError> {
+    /// Builds the desired container for `obj`, reading env and credential files (blocking). Env values
+    /// read from `valueFrom.file` enter the spec hash as their digest under `key` (the state directory's
+    /// spec-hash key; `None` when a read-only command finds none).
+    pub fn build(obj: &Container, key: Option<&SpecHashKey>) -> Result<Self, DesiredError> {
         let spec = &obj.spec;
         let image = ImageRef::parse(&spec.image).map_err(|source| DesiredError::Image {
             image: spec.image.clone(),
@@ -189,21 +192,28 @@ impl DesiredContainer {
             None => ProbeAuth::default(),
         };
         let mut env = Vec::with_capacity(spec.env.len());
+        // What the hash sees: `env`, with each secret value (from a file) as its keyed digest.
+        let mut hashed_env = Vec::with_capacity(spec.env.len());
         for (index, e) in spec.env.iter().enumerate() {
             let value = match (&e.value, &e.value_from) {
                 (_, Some(from)) => {
                     let file = PathBuf::from(&from.file);
-                    valuefile::read(&file).map_err(|source| DesiredError::EnvFile {
-                        index,
-                        var: e.name.clone(),
-                        file: file.clone(),
-                        source,
-                    })?
+                    let secret =
+                        valuefile::read(&file).map_err(|source| DesiredError::EnvFile {
+                            index,
+                            var: e.name.clone(),
+                            file: file.clone(),
+                            source,
+                        })?;
+                    hashed_env.push(format!("{}={}", e.name, secret_for_hash(key, &secret)));
+                    env.push(format!("{}={secret}", e.name));
+                    continue;
                 }
                 (Some(v), None) => v.clone(),
                 (None, None) => String::new(),
             };
             env.push(format!("{}={value}", e.name));
+            hashed_env.push(format!("{}={value}", e.name));
         }
         let ports: Vec<PortBinding> = spec
             .ports
@@ -242,7 +252,7 @@ impl DesiredContainer {
         let host = host_settings(spec)?;
         let shape = Shape {
             image: &spec.image,
-            env: &env,
+            env: &hashed_env,
             cmd: &spec.command,
             entrypoint: &spec.entrypoint,
             user: &spec.user,
@@ -418,7 +428,7 @@ mod tests {
             "extraHosts": ["db.internal:10.0.0.5"],
             "hostname": "web-1",
         }));
-        let d = DesiredContainer::build(&o).unwrap();
+        let d = DesiredContainer::build(&o, None).unwrap();
         let h = d.request("sha256:ab", 1).host;
         assert_eq!(
             h.networks,
@@ -462,7 +472,8 @@ mod tests {
 
     #[test]
     fn absent_logging_rotates_and_host_network_preflights_on_the_bridge() {
-        let d = DesiredContainer::build(&object(serde_json::json!({"hostNetwork": true}))).unwrap();
+        let d = DesiredContainer::build(&object(serde_json::json!({"hostNetwork": true})), None)
+            .unwrap();
         let h = d.request("sha256:ab", 1).host;
         assert!(h.host_network);
         assert_eq!(h.log.driver, "json-file");
@@ -476,7 +487,7 @@ mod tests {
 
     #[test]
     fn every_new_field_changes_the_hash_and_defaults_do_not() {
-        let base = DesiredContainer::build(&object(serde_json::json!({}))).unwrap();
+        let base = DesiredContainer::build(&object(serde_json::json!({})), None).unwrap();
         // Defaults add nothing to the hashed shape, so containers made before these fields keep their hash.
         let shape = serde_json::to_value(Shape {
             image: "i",
@@ -514,12 +525,58 @@ mod tests {
             serde_json::json!({"hostname": "h"}),
             serde_json::json!({"update": {"strategy": "start-first"}}),
         ] {
-            let d = DesiredContainer::build(&object(change.clone())).unwrap();
+            let d = DesiredContainer::build(&object(change.clone()), None).unwrap();
             assert_ne!(d.spec_hash, base.spec_hash, "{change}");
         }
         // dependsOn orders objects; it does not shape the container.
-        let d = DesiredContainer::build(&object(serde_json::json!({"dependsOn": ["db"]}))).unwrap();
+        let d = DesiredContainer::build(&object(serde_json::json!({"dependsOn": ["db"]})), None)
+            .unwrap();
         assert_eq!(d.spec_hash, base.spec_hash);
+    }
+
+    #[test]
+    fn secret_values_enter_the_hash_keyed_and_other_specs_hash_as_before() {
+        // Pinned: the label dockop 1a00bbc (before the key existed) put on this spec's container. A spec
+        // without secret values must keep it with or without a key, so upgrading recreates nothing.
+        let plain = object(serde_json::json!({
+            "env": [{"name": "MODE", "value": "prod"}],
+            "ports": [{"containerPort": 80, "hostPort": 18993}],
+        }));
+        let a = SpecHashKey::from_bytes([7; 32]);
+        let b = SpecHashKey::from_bytes([8; 32]);
+        for key in [None, Some(&a), Some(&b)] {
+            let d = DesiredContainer::build(&plain, key).unwrap();
+            assert_eq!(d.spec_hash, "fd48bd848be898240d5f54b748d1b487");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret").unwrap();
+        let secret = object(serde_json::json!({
+            "env": [
+                {"name": "MODE", "value": "prod"},
+                {"name": "TOKEN", "valueFrom": {"file": file.to_str().unwrap()}},
+            ],
+        }));
+        let hash = |key| DesiredContainer::build(&secret, key).unwrap().spec_hash;
+        // Same spec and key: same hash (no recreate loop); another key: another hash.
+        assert_eq!(hash(Some(&a)), hash(Some(&a)));
+        assert_ne!(hash(Some(&a)), hash(Some(&b)));
+        assert_ne!(hash(None), hash(Some(&a)));
+        // The container still gets the value itself.
+        let d = DesiredContainer::build(&secret, Some(&a)).unwrap();
+        assert!(
+            d.request("sha256:ab", 1)
+                .env
+                .contains(&"TOKEN=s3cret".to_owned())
+        );
+        // Rotating the file still changes the hash (the container is recreated with the new value).
+        std::fs::write(&file, "rotated").unwrap();
+        let before = DesiredContainer::build(&secret, Some(&a))
+            .unwrap()
+            .spec_hash;
+        std::fs::write(&file, "s3cret").unwrap();
+        assert_ne!(before, hash(Some(&a)));
     }
 
     #[test]
@@ -527,7 +584,7 @@ mod tests {
         let digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
         let mut obj = object(serde_json::json!({}));
         obj.spec.image = format!("127.0.0.1:5000/web:v1@{digest}");
-        let d = DesiredContainer::build(&obj).unwrap();
+        let d = DesiredContainer::build(&obj, None).unwrap();
         assert_eq!(d.tag_reference(), "127.0.0.1:5000/web:v1");
         assert_eq!(
             d.pinned_reference("sha256:ff"),
@@ -535,7 +592,7 @@ mod tests {
         );
         assert_eq!(d.registry_host(), "127.0.0.1:5000");
         obj.spec.image = "Web".to_owned();
-        let err = DesiredContainer::build(&obj).unwrap_err();
+        let err = DesiredContainer::build(&obj, None).unwrap_err();
         assert!(err.to_string().contains("must be lowercase"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod backoff;
+pub mod child;
 pub mod cli;
 pub mod controller;
 pub mod convert;

@@ -854,7 +854,7 @@ mod tests {
             .image("127.0.0.1:5000/web:v1")
             .build();
         f(&mut c);
-        DesiredContainer::build(&c).expect("desired")
+        DesiredContainer::build(&c, None).expect("desired")
     }
 
     fn container(name: &str, digest: &str, hash: &str, state: RunState) -> ContainerInfo {

@@ -125,7 +125,7 @@ async fn registry_answer(
     {
         return RegistryAnswer::Digest(dg.clone());
     }
-    let creds = match auth::credentials_for_host(d.registry_host()) {
+    let creds = match auth::credentials_for_host(d.registry_host()).await {
         Ok(c) => c,
         Err(e) => return RegistryAnswer::Error(e.to_string()),
     };
@@ -177,7 +177,7 @@ pub async fn reconcile(
     let m = ctx.metrics.as_ref();
     let mut status = ctx.store.load(&name);
     let result: Result<_, ReconcileError> = async {
-        let desired = DesiredContainer::load(obj).await?;
+        let desired = DesiredContainer::load(obj, ctx.store.spec_hash_key()).await?;
         let mut observed = Observed::read(ctx.engine.as_ref(), &name, all)
             .await
             .map_err(ReconcileError::Observe)?;

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::spec::hash::{KEY_FILE, SpecHashKey};
+
 /// Changes kept in history.
 pub const HISTORY_LEN: usize = 20;
 /// Failed (digest, spec hash) pairs remembered.
@@ -557,6 +559,14 @@ pub enum StoreError {
         /// Why it does not parse.
         source: serde_json::Error,
     },
+    /// The spec-hash key could not be made or read.
+    #[error("state directory: spec-hash key {path}: {source}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        source: crate::spec::hash::KeyError,
+    },
     /// A write through a store opened read-only (a bug in the command).
     #[error("state directory: {path} not written: opened read-only")]
     ReadOnly {
@@ -579,6 +589,8 @@ enum Access {
 pub struct Store {
     dir: PathBuf,
     access: Access,
+    /// The per-install key secret values enter the spec hash under (`None`: a read-only command found none).
+    hash_key: Option<SpecHashKey>,
 }
 
 impl Store {
@@ -586,14 +598,6 @@ impl Store {
     /// 0700; an existing one keeps its mode (a warning when others may read or write it). Refused when
     /// it cannot be written.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let io = |action: &'static str, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io {
-                action,
-                path,
-                source,
-            }
-        };
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent).map_err(io("create", parent))?;
         }
@@ -611,9 +615,11 @@ impl Store {
         let probe = objects.join(".write-test");
         write_atomic(&probe, b"ok")?;
         let _ = fs::remove_file(&probe);
+        let hash_key = Some(load_or_create_key(dir)?);
         Ok(Self {
             dir: dir.to_owned(),
             access: Access::ReadWrite,
+            hash_key,
         })
     }
 
@@ -621,15 +627,28 @@ impl Store {
     /// chmodded, renamed or written. A missing directory reads as empty.
     pub fn open_read_only(dir: &Path) -> Self {
         warn_if_open_to_others(dir);
+        let key_path = dir.join(KEY_FILE);
+        let hash_key = match fs::read_to_string(&key_path) {
+            Ok(text) => SpecHashKey::from_file_text(&text)
+                .inspect_err(|e| tracing::warn!(file = %key_path.display(), error = %e, "the spec-hash key does not parse; objects with secret values will show as changing"))
+                .ok(),
+            Err(_) => None,
+        };
         Self {
             dir: dir.to_owned(),
             access: Access::ReadOnly,
+            hash_key,
         }
     }
 
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The key secret values enter the spec hash under (always there for a store opened to write).
+    pub fn spec_hash_key(&self) -> Option<&SpecHashKey> {
+        self.hash_key.as_ref()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -762,6 +781,56 @@ impl Store {
     }
 }
 
+/// Reads the state directory's spec-hash key, or makes one: written 0600 to a temporary file, then
+/// linked into place without replacing (two processes racing both end up with the winner's key). The key
+/// must stay stable: a new key changes the hash of every object with secret values (one recreate each).
+fn load_or_create_key(dir: &Path) -> Result<SpecHashKey, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(KEY_FILE);
+    let parse = |text: &str| {
+        SpecHashKey::from_file_text(text).map_err(|source| StoreError::Key {
+            path: path.clone(),
+            source,
+        })
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) => return parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("read", &path)(e)),
+    }
+    let key = SpecHashKey::generate().map_err(|source| StoreError::Key {
+        path: path.clone(),
+        source,
+    })?;
+    let tmp = dir.join(format!("{KEY_FILE}.tmp-{}", std::process::id()));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    f.write_all(key.to_file_text().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(io("write", &tmp))?;
+    drop(f);
+    let linked = fs::hard_link(&tmp, &path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+            Ok(key)
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            parse(&fs::read_to_string(&path).map_err(io("read", &path))?)
+        }
+        Err(e) => Err(io("create", &path)(e)),
+    }
+}
+
 /// A directory builder for mode 0700 (state directories hold digests, specs and password hashes).
 fn private_dir() -> fs::DirBuilder {
     use std::os::unix::fs::DirBuilderExt;
@@ -790,18 +859,17 @@ fn warn_if_open_to_others(dir: &Path) {
     }
 }
 
+/// The error for a failed I/O `action` on `path`.
+fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StoreError + 'p {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// Writes `bytes` to `path` so that a reader sees the old or the new content, never a mix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    fn io<'p>(
-        action: &'static str,
-        path: &'p Path,
-    ) -> impl FnOnce(std::io::Error) -> StoreError + 'p {
-        move |source| StoreError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        }
-    }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut f = OpenOptions::new()
         .write(true)
@@ -859,6 +927,41 @@ mod tests {
             .filter_map(Result::ok)
             .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
         assert!(aside, "corrupt file moved aside");
+    }
+
+    #[test]
+    fn spec_hash_key_is_made_once_private_by_writers_and_only_read_by_readers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ro = Store::open_read_only(dir.path());
+        assert!(ro.spec_hash_key().is_none());
+        assert!(
+            !dir.path().join(KEY_FILE).exists(),
+            "a reader creates no key"
+        );
+        let w = Store::open(dir.path()).expect("open");
+        let key = w.spec_hash_key().expect("a writer has a key").clone();
+        assert_eq!(mode(&dir.path().join(KEY_FILE)), 0o600);
+        // Stable across restarts, and shared with readers.
+        let again = Store::open(dir.path()).expect("open");
+        assert_eq!(again.spec_hash_key(), Some(&key));
+        assert_eq!(
+            Store::open_read_only(dir.path()).spec_hash_key(),
+            Some(&key)
+        );
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // A damaged key is refused by writers (replacing it would recreate every secret-bearing object).
+        fs::write(dir.path().join(KEY_FILE), "garbage").expect("write");
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Key { .. })
+        ));
+        assert!(Store::open_read_only(dir.path()).spec_hash_key().is_none());
     }
 
     fn mode(p: &Path) -> u32 {

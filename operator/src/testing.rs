@@ -143,7 +143,7 @@ impl ObjectBuilder {
 
     /// [`DesiredContainer::build`] of the object.
     pub(crate) fn desired(&self) -> DesiredContainer {
-        DesiredContainer::build(&self.build()).expect("desired")
+        DesiredContainer::build(&self.build(), None).expect("desired")
     }
 }
 

@@ -39,26 +39,12 @@ import socket, sys, threading, time
 port, clients = int(sys.argv[1]), int(sys.argv[2])
 addr = ("127.0.0.1", port)
 
-def livez():
-    t = time.monotonic()
-    try:
-        s = socket.create_connection(addr, timeout=5)
-        s.sendall(b"GET /livez HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        s.close()
-        ok = data.startswith(b"HTTP/1.1 200")
-    except OSError:
-        ok = False
-    return ok, (time.monotonic() - t) * 1000
+sys.path.insert(0, "tests/bench")
+from livez import pct  # noqa: E402
+import livez as probe  # noqa: E402
 
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else float("nan")
+def livez():
+    return probe.livez(addr)
 
 deadline = time.monotonic() + 30
 while not livez()[0]:

@@ -93,3 +93,59 @@ fn secrets_stay_out_of_the_logs_at_vvv() {
         "the secret is in dockop's output\n{out}"
     );
 }
+
+/// A secret (`valueFrom.file`) enters the spec-hash label only as a digest under the install's key: the
+/// key is made 0600 by `apply` (never by `plan`), stays across runs, and the object is not recreated
+/// again by later runs with the same value; rotating the file recreates it once.
+#[test]
+fn secret_values_are_keyed_in_the_spec_hash() {
+    let env = TestEnv::new("secret-hash");
+    let file = env.write("secrets/app-token", "tok-1");
+    let name = env.name("web");
+    let spec = env
+        .web_spec(&name, images::WEB_V1, env.free_port())
+        .replacen(
+            "spec:\n",
+            &format!(
+                "spec:\n  env:\n    - {{name: APP_TOKEN, valueFrom: {{file: {}}}}}\n",
+                file.display()
+            ),
+            1,
+        );
+    let spec = env.write("spec/web.yaml", &spec);
+    let spec = spec.to_str().expect("utf-8 path");
+    let key = env.state_dir().join("spec-hash.key");
+
+    let plan = env.dockop().run(["plan", "-f", spec]);
+    assert!(!key.exists(), "plan made no key\n{plan}");
+    env.dockop().run(["apply", "-f", spec]).assert_success();
+    assert_eq!(mode(&key), 0o600);
+    let key_text = std::fs::read_to_string(&key).expect("key");
+    let id_hash = || {
+        docker_ok([
+            "inspect",
+            "-f",
+            "{{.Id}} {{index .Config.Labels \"dockop.dev/spec-hash\"}}",
+            &name,
+        ])
+    };
+    let first = id_hash();
+    for _ in 0..2 {
+        let out = env.dockop().run(["apply", "-f", spec]);
+        out.assert_success();
+        assert_eq!(id_hash(), first, "not recreated again\n{out}");
+    }
+    env.dockop().run(["plan", "-f", spec]).assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&key).expect("key"),
+        key_text,
+        "the key stays"
+    );
+
+    std::fs::write(&file, "tok-2").expect("rotate");
+    env.dockop().run(["apply", "-f", spec]).assert_success();
+    let rotated = id_hash();
+    assert_ne!(rotated, first, "a rotated secret recreates the container");
+    env.dockop().run(["apply", "-f", spec]).assert_success();
+    assert_eq!(id_hash(), rotated, "once");
+}

@@ -915,7 +915,7 @@ async fn rollback(
         );
         return ExitCode::FAILURE;
     };
-    let desired = match crate::desired::DesiredContainer::load(&obj).await {
+    let desired = match crate::desired::DesiredContainer::load(&obj, store.spec_hash_key()).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");
@@ -930,6 +930,7 @@ async fn rollback(
         obj.spec.digest.clone()
     } else {
         let creds = crate::engine::auth::credentials_for_host(desired.registry_host())
+            .await
             .ok()
             .flatten();
         match crate::engine::Engine::registry_digest(

@@ -844,7 +844,7 @@ impl<'a> Executor<'a> {
         {
             return Ok(());
         }
-        let creds = auth::credentials_for_host(self.desired.registry_host())?;
+        let creds = auth::credentials_for_host(self.desired.registry_host()).await?;
         self.say(&format!("pulling {reference}"));
         let name = self.desired.name.clone();
         let reporter = self.reporter;
@@ -1008,7 +1008,7 @@ mod tests {
         status: &mut ObjectStatus,
         health: &Arc<AtomicU16>,
     ) -> Outcome {
-        let desired = DesiredContainer::build(obj).expect("desired");
+        let desired = DesiredContainer::build(obj, None).expect("desired");
         let observed = Observed::read(engine, "web", None).await.expect("observe");
         let reg = match engine.registry_digest("reg/web:live", None).await {
             Ok(d) => RegistryAnswer::Digest(d),
@@ -1145,7 +1145,10 @@ mod tests {
         );
         assert!(
             status
-                .failed_for(D2, &DesiredContainer::build(&obj).expect("d").spec_hash)
+                .failed_for(
+                    D2,
+                    &DesiredContainer::build(&obj, None).expect("d").spec_hash
+                )
                 .is_some()
         );
         // Not retried.

@@ -405,15 +405,7 @@ async fn run(mut cmd: Command, command: &str, limit: Duration) -> Result<Vec<u8>
 
 /// SIGKILL to the process group `pgid` (already gone: nothing to do).
 fn kill_group(pgid: u32) {
-    let Some(pid) = i32::try_from(pgid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return;
-    };
-    if let Err(e) = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL)
-        && e != rustix::io::Errno::SRCH
-    {
+    if let Err(e) = crate::child::kill_group(pgid) {
         tracing::warn!(pgid, error = %e, "cannot kill the git process group");
     }
 }

@@ -655,10 +655,20 @@ Every error of every file is reported in one run, as `file:line:col: field: prob
 
 Reading:
 
-- files over 1 MiB are refused; so are YAML alias-expansion bombs, nesting deeper than 48 levels,
+- files over 1 MiB are refused; so are YAML alias-expansion bombs, nesting deeper than 32 levels,
   duplicate keys, and files that are not UTF-8;
 - scalars follow YAML 1.2: `yes`/`no`/`on`/`off` are strings (write `true`/`false`), and a number where a
-  string is expected must be quoted (`value: "8080"`).
+  string is expected must be quoted (`value: "8080"`);
+- a number with a fraction or a decimal point (`80.5`, `8080.0`, `1e3`) where a whole number belongs is
+  refused with the field's range ("expected a whole number between 1 and 65535, found 8080.0");
+- YAML tags: the core tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!seq`, `!!map` (and the
+  non-specific `!`) are accepted, because they only pick the type a value resolves to and the value stays
+  written as itself (a mismatch such as `!!str 80` for a port is then a type error). Every other tag is
+  refused at its line and column: `!!binary` hides the value that runs behind base64 (`name: !!binary
+  d2Vi` would run as `web`), and a custom tag (`!foo`) has no meaning to dockop, so it would be silently
+  dropped. Tags on keys are refused the same way;
+- a NUL character (`"\0"`, `"\x00"`) in any string or key is refused: Docker and the kernel cut strings
+  at the first NUL, so what runs would differ from what is written.
 
 Schema (from the types): types, ranges, required fields, allowed values, unknown fields.
 
@@ -679,7 +689,9 @@ Semantic rules:
   twice, within an object or across objects (`0.0.0.0` and `::` clash with every address on the same
   port and protocol).
 - `spec.volumes`: exactly one of `name` (a named volume, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`) and `hostPath`
-  (absolute); `mountPath` is absolute, not `/`, and used by one volume only.
+  (absolute); `mountPath` is absolute, not `/`, and used by one volume only. Mount paths are judged
+  after lexical normalization (`.`, `..`, repeated and trailing `/` resolved): `/.`, `/x/..` and `//`
+  are `/`, and `/data/`, `//data/./` and `/srv/../data` are the same mount.
 - `spec.users`: names match `^[a-z_][a-z0-9_-]{0,31}$` and are unique; at most one of `passwordHash` and
   `passwordFile` (neither is an account without a password, e.g. a locked one); `passwordHash` is a
   crypt(3) hash — `$y$PARAMS$SALT$HASH` (yescrypt, 43-character hash) or `$6$[rounds=N$]SALT$HASH`
@@ -723,6 +735,36 @@ Warnings (printed; validation still succeeds):
   (`0.0.0.0`, `::`, or any address outside 127.0.0.0/8 and `::1`) and no `users` are configured.
 - **`init: false`**: many apps ignore SIGTERM when they run as PID 1, so every stop — each update and
   rollback — waits the full `stopTimeoutSeconds` before Docker kills the app.
+- **a bind mount that gives the container root on the host**: `hostPath` (normalized) is `/`, the Docker
+  socket (`/var/run/docker.sock`, `/run/docker.sock`) or a directory holding it (`/run`, `/var/run`,
+  `/var`), or `/proc`, `/sys` or a path under them. `readOnly` does not help: the socket is the Docker
+  API. Keep such a mount only for a trusted tool that must manage the host.
+- **a password hash that makes every login slow**: `$6$rounds=N` with N above 5,000,000 (glibc's default
+  is 5,000; 5,000,000 is about 2-5 s of CPU per login, the maximum 999,999,999 many minutes), or yescrypt
+  parameters needing over 1 GiB per check (Debian's `j9T` needs 16 MiB). Setting the hash is quick; each
+  login, `su` or `sudo` pays the cost, and wrong passwords sent by anyone make the container pay it too.
+  A warning, not an error: the cost is the owner's choice and such hashes do work. (`$5$` and bcrypt
+  `$2b$` hashes are refused outright: only `$y$` and `$6$` are accepted.)
+
+## The spec hash and secret values
+
+`dockop.dev/spec-hash` is a hash of everything in the spec that shapes the container. Env values read
+from `valueFrom.file` are secrets, and anyone who can list containers can read labels, so they enter the
+hash only as `hmac-sha256:` digests under a random 32-byte key made once per install: `spec-hash.key` in
+the state directory (mode 0600, created atomically by `apply`, `run`, `rollback` and `retry`; `status` and
+`plan` only read it). Without the key a guess of a secret cannot be checked against the label.
+Passwords, password hashes and health-probe credentials are not part of the container's config and were
+never hashed. Consequences:
+
+- a spec without `valueFrom` hashes exactly as before the key existed: upgrading dockop recreates none
+  of its containers (a test pins such a hash);
+- an object with `valueFrom` env is recreated once after the upgrade (its hash now carries the digest),
+  then never again for the same values: the key stays the same across restarts;
+- a rotated secret file still changes the hash, so the container is recreated with the new value;
+- losing the key (a new state directory) recreates each object with secret values once. A damaged key
+  file is refused by the writing commands (fix: remove it, accepting that one recreate);
+- `plan` in a state directory without a key (no `apply` or `run` yet) shows objects with secret values
+  as changing, which is what the first `apply` will do.
 
 ## Update windows
 

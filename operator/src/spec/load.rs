@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_saphyr::{MessageFormatter, Spanned, UserMessageFormatter};
+use serde_saphyr::{MessageFormatter, Spanned, Tagged, UserMessageFormatter};
 
 use super::Container;
 
@@ -415,7 +415,7 @@ fn parse_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_reader_input_bytes = Some(MAX_FILE_BYTES as usize);
     budget.max_documents = 10_000;
-    budget.max_depth = 48;
+    budget.max_depth = 32;
     budget.max_nodes = 200_000;
     budget.max_aliases = 1_000;
     budget.max_anchors = 1_000;
@@ -474,6 +474,9 @@ pub(crate) struct Node {
     pub line: usize,
     /// 1-based column.
     pub column: usize,
+    /// The explicit YAML tag written on the node, resolved (`tag:yaml.org,2002:binary`, `!foo`); `None`
+    /// when it has none. Validation refuses tags other than the core ones.
+    pub tag: Option<String>,
     /// The value.
     pub value: NodeValue,
 }
@@ -508,6 +511,8 @@ pub(crate) struct Entry {
     pub key_line: usize,
     /// 1-based column of the key.
     pub key_column: usize,
+    /// The explicit YAML tag written on the key, resolved; `None` when it has none.
+    pub key_tag: Option<String>,
     /// The value.
     pub value: Node,
 }
@@ -625,14 +630,51 @@ fn location_to_position(loc: &serde_saphyr::Location) -> (usize, usize) {
     )
 }
 
+/// Nesting the tree reader follows at most (the parser's budget says the same; this bounds the reader's
+/// own recursion, and so its stack, whatever the parser lets through).
+const MAX_NESTING: usize = 32;
+
+thread_local! {
+    /// How deep the tree reader is on this thread.
+    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of nesting, left when dropped.
+struct Nested;
+
+impl Nested {
+    fn enter<E: de::Error>() -> Result<Nested, E> {
+        let depth = NESTING.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        let guard = Nested;
+        if depth > MAX_NESTING {
+            return Err(E::custom(format!(
+                "nested deeper than {MAX_NESTING} levels; a Container needs a handful"
+            )));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let spanned = Spanned::<NodeValue>::deserialize(deserializer)?;
+        let _level = Nested::enter()?;
+        let spanned = Spanned::<Tagged<NodeValue>>::deserialize(deserializer)?;
         let (line, column) = location_to_position(&spanned.referenced);
+        let Tagged(value, tag) = spanned.value;
         Ok(Node {
             line,
             column,
-            value: spanned.value,
+            tag,
+            value,
         })
     }
 }
@@ -701,13 +743,15 @@ impl<'de> Visitor<'de> for NodeValueVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NodeValue, A::Error> {
         let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Spanned<KeyText>>()? {
+        while let Some(key) = map.next_key::<Spanned<Tagged<KeyText>>>()? {
             let value: Node = map.next_value()?;
             let (key_line, key_column) = location_to_position(&key.referenced);
+            let Tagged(KeyText(key), key_tag) = key.value;
             entries.push(Entry {
-                key: key.value.0,
+                key,
                 key_line,
                 key_column,
+                key_tag,
                 value,
             });
         }

@@ -149,10 +149,76 @@ pub fn check_hash_syntax(hash: &str) -> Result<(), HashSyntaxError> {
     Err(HashSyntaxError::NotCrypt)
 }
 
+/// SHA-512 crypt rounds above which every password check takes seconds: glibc's default is 5,000 (a few
+/// milliseconds); 5,000,000 is a thousand times that, about 2-5 s of CPU per login, and the maximum
+/// (999,999,999) is many minutes.
+pub const MAX_SANE_SHA512_ROUNDS: u64 = 5_000_000;
+
+/// yescrypt memory per password check (128 * N * r * p bytes) above which logins are slow or fail under
+/// a memory limit: Debian's default (`j9T`) uses 16 MiB; this is 64 times that.
+pub const MAX_SANE_YESCRYPT_BYTES: u64 = 1 << 30;
+
+/// Why an otherwise valid hash makes every password check slow (`None` when its cost is usual). Setting
+/// it (`chpasswd -e`) is quick; each login, `su` or `sudo` with it pays the cost, and so does anyone who
+/// sends wrong passwords (a denial of service). A warning, not an error: the cost is the owner's choice.
+pub fn hash_cost_warning(hash: &str) -> Option<String> {
+    if let Some(rest) = hash.strip_prefix("$6$") {
+        let rounds: u64 = rest
+            .split('$')
+            .next()?
+            .strip_prefix("rounds=")?
+            .parse()
+            .ok()?;
+        return (rounds > MAX_SANE_SHA512_ROUNDS).then(|| {
+            format!(
+                "rounds={rounds} makes every password check run {rounds} SHA-512 rounds (about {} s of CPU per login at ~1 million rounds/s; glibc's default is 5000)",
+                rounds / 1_000_000
+            )
+        });
+    }
+    let params: yescrypt::Params = hash.strip_prefix("$y$")?.split('$').next()?.parse().ok()?;
+    let bytes = 128u64
+        .saturating_mul(params.n())
+        .saturating_mul(u64::from(params.r()))
+        .saturating_mul(u64::from(params.p()));
+    (bytes > MAX_SANE_YESCRYPT_BYTES).then(|| {
+        format!(
+            "these yescrypt parameters make every password check use {} MiB of memory (Debian's default j9T uses 16 MiB): logins are slow, and fail under a memory limit",
+            bytes >> 20
+        )
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn costly_hashes_are_named() {
+        let sum86 = "a".repeat(86);
+        let slow = format!("$6$rounds=999999999$salt${sum86}");
+        check_hash_syntax(&slow).unwrap();
+        let why = hash_cost_warning(&slow).expect("warned");
+        assert!(
+            why.contains("rounds=999999999") && why.contains("999 s"),
+            "{why}"
+        );
+        assert!(hash_cost_warning(&format!("$6$rounds=5000000$salt${sum86}")).is_none());
+        assert!(hash_cost_warning(&format!("$6$rounds=5000001$salt${sum86}")).is_some());
+        assert!(hash_cost_warning(&format!("$6$salt${sum86}")).is_none());
+        let default = hash_password("pw").unwrap();
+        assert!(hash_cost_warning(&default).is_none(), "{default}");
+        let huge = yescrypt::Params::new(yescrypt::Mode::default(), 1 << 20, 32, 1).unwrap();
+        let sum43 = "a".repeat(43);
+        let big = format!("$y${huge}$salt${sum43}");
+        check_hash_syntax(&big).unwrap();
+        assert!(
+            hash_cost_warning(&big)
+                .expect("warned")
+                .contains("4096 MiB")
+        );
+    }
 
     #[test]
     fn hash_then_verify() {

@@ -14,7 +14,9 @@ use jsonschema::paths::LocationSegment;
 use serde_json::Value;
 
 use super::image_ref::{ImageRef, is_sha256_digest};
-use super::load::{Diagnostic, Document, Seg, Severity, path_to_string};
+use super::load::{
+    Diagnostic, Document, Node as YamlNode, NodeValue, Seg, Severity, path_to_string,
+};
 use super::window::Window;
 use super::{API_VERSION, KIND};
 
@@ -141,7 +143,22 @@ pub(crate) fn check_documents(docs: &[Document]) -> Vec<Vec<Diagnostic>> {
 /// Schema then semantic findings of one document; a semantic finding on a path the schema already
 /// complained about is dropped.
 fn check_document(doc: &Document) -> Vec<Finding> {
-    let mut findings = schema_findings(&doc.json);
+    // Layer 0: what the JSON form of the document cannot show (tags, NUL, floats where whole numbers
+    // belong). A schema finding on the same place says less and is dropped.
+    let mut findings = Vec::new();
+    node_findings(
+        &schema_cache().schema,
+        &doc.root,
+        &mut Vec::new(),
+        &mut findings,
+    );
+    let placed: std::collections::HashSet<Vec<Seg>> =
+        findings.iter().map(|f| f.path.clone()).collect();
+    findings.extend(
+        schema_findings(&doc.json)
+            .into_iter()
+            .filter(|f| !placed.contains(&f.path)),
+    );
     let schema_count = findings.len();
     let mut semantic = Vec::new();
     semantic_findings(&doc.json, &mut semantic);
@@ -155,6 +172,136 @@ fn check_document(doc: &Document) -> Vec<Finding> {
         }
     }
     findings
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Layer 0: the YAML nodes.
+// ---------------------------------------------------------------------------------------------------
+
+/// The YAML 1.2 core schema tags: they only choose the type a scalar resolves to, and the value stays
+/// written as itself (a mismatch, e.g. `!!str 80` for a port, is then a type error). `!` is YAML's
+/// non-specific tag (a string).
+const CORE_TAGS: [&str; 8] = [
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:map",
+    "!",
+];
+
+/// A tag as it is usually written: `!!binary` for `tag:yaml.org,2002:binary`.
+fn tag_text(tag: &str) -> String {
+    let short = tag
+        .strip_prefix("tag:yaml.org,2002:")
+        .map_or_else(|| tag.to_owned(), |rest| format!("!!{rest}"));
+    short
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
+}
+
+fn tag_finding(path: Vec<Seg>, tag: &str) -> Finding {
+    let why = if tag == "tag:yaml.org,2002:binary" {
+        "it hides the value that runs behind base64"
+    } else {
+        "dockop gives it no meaning, so it would be silently dropped"
+    };
+    Finding::error(
+        path,
+        format!("the YAML tag {} is not accepted: {why}", tag_text(tag)),
+        Some("remove the tag and write the value itself (only the core tags !!str, !!int, !!float, !!bool, !!null, !!seq and !!map are accepted)".to_owned()),
+    )
+}
+
+fn nul_finding(path: Vec<Seg>) -> Finding {
+    Finding::error(
+        path,
+        "contains a NUL character (\\0): Docker and the kernel cut strings at the first NUL, so what runs would differ from what is written",
+        Some("remove the \\0 (or \\x00) from the value".to_owned()),
+    )
+}
+
+/// Whether the schema node wants a whole number (`integer`, alone or with `null`).
+fn wants_integer(node: &Value) -> bool {
+    let is = |t: &Value| t.as_str() == Some("integer");
+    match node.get("type") {
+        Some(Value::Array(types)) => {
+            types.iter().any(is) && !types.iter().any(|t| t.as_str() == Some("number"))
+        }
+        Some(t) => is(t),
+        None => false,
+    }
+}
+
+fn float_finding(schema: &Value, path: Vec<Seg>, f: f64) -> Option<Finding> {
+    let node = schema_at(schema, &path)?;
+    if !wants_integer(node) {
+        return None;
+    }
+    let min = node.get("minimum").map(value_text);
+    let max = node.get("maximum").map(value_text);
+    let range = match (&min, &max) {
+        (Some(a), Some(b)) => format!(" between {a} and {b}"),
+        (Some(a), None) => format!(" of at least {a}"),
+        (None, Some(b)) => format!(" of at most {b}"),
+        (None, None) => String::new(),
+    };
+    let whole = f.trunc();
+    let bound = |b: Option<&Value>| b.and_then(Value::as_f64);
+    let in_range = bound(node.get("minimum")).is_none_or(|m| whole >= m)
+        && bound(node.get("maximum")).is_none_or(|m| whole <= m);
+    let fix = if in_range && whole.abs() < 1e15 {
+        format!("write it without a decimal point, e.g. {whole:.0}")
+    } else {
+        format!("write a whole number{range}")
+    };
+    Some(Finding::error(
+        path,
+        format!("expected a whole number{range}, found {f:?}"),
+        Some(fix),
+    ))
+}
+
+/// Tags other than the core ones, NUL in strings and keys, floats where the schema wants an integer:
+/// one linear walk over the nodes.
+fn node_findings(schema: &Value, node: &YamlNode, path: &mut Vec<Seg>, out: &mut Vec<Finding>) {
+    if let Some(tag) = node.tag.as_deref()
+        && !CORE_TAGS.contains(&tag)
+    {
+        out.push(tag_finding(path.clone(), tag));
+    }
+    match &node.value {
+        NodeValue::Str(s) if s.contains('\0') => out.push(nul_finding(path.clone())),
+        NodeValue::Float(f) => out.extend(float_finding(schema, path.clone(), *f)),
+        NodeValue::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.push(Seg::Index(i));
+                node_findings(schema, item, path, out);
+                path.pop();
+            }
+        }
+        NodeValue::Map(entries) => {
+            for e in entries {
+                path.push(Seg::Key(e.key.clone()));
+                if let Some(tag) = e.key_tag.as_deref()
+                    && !CORE_TAGS.contains(&tag)
+                {
+                    out.push(tag_finding(path.clone(), tag).at_key());
+                }
+                if e.key.contains('\0') {
+                    out.push(nul_finding(path.clone()).at_key());
+                }
+                node_findings(schema, &e.value, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -911,30 +1058,47 @@ fn check_volumes(spec: &Value, out: &mut Vec<Finding>) {
                 ),
             ));
         }
-        if let Some(host) = str_at(vol, "hostPath")
-            && !is_absolute(host)
-        {
-            out.push(Finding::error(
-                at("hostPath"),
-                format!("{} is not an absolute path", quote(host)),
-                Some(ABSOLUTE_FIX.to_owned()),
-            ));
+        if let Some(host) = str_at(vol, "hostPath") {
+            if !is_absolute(host) {
+                out.push(Finding::error(
+                    at("hostPath"),
+                    format!("{} is not an absolute path", quote(host)),
+                    Some(ABSOLUTE_FIX.to_owned()),
+                ));
+            } else if let Some(risk) = host_path_risk(&normalize_path(host)) {
+                out.push(Finding::warning(
+                    at("hostPath"),
+                    format!(
+                        "bind-mounting {} gives the container root on the host: {risk}",
+                        quote(host)
+                    ),
+                    Some("mount only the directory the app needs (e.g. /srv/app/data); keep it only for a trusted tool that must manage the host".to_owned()),
+                ));
+            }
         }
         if let Some(mount) = str_at(vol, "mountPath") {
+            let normal = normalize_path(mount);
             if !is_absolute(mount) {
                 out.push(Finding::error(
                     at("mountPath"),
                     format!("{} is not an absolute path", quote(mount)),
                     Some(ABSOLUTE_FIX.to_owned()),
                 ));
-            } else if mount.trim_end_matches('/').is_empty() {
+            } else if normal == "/" {
+                let problem = if mount == "/" {
+                    "cannot mount over the container's root /".to_owned()
+                } else {
+                    format!(
+                        "{} is the container's root /: it cannot be mounted over",
+                        quote(mount)
+                    )
+                };
                 out.push(Finding::error(
                     at("mountPath"),
-                    "cannot mount over the container's root /",
+                    problem,
                     Some("mount at a directory such as /data".to_owned()),
                 ));
             } else {
-                let normal = mount.trim_end_matches('/').to_owned();
                 if let Some(first) = mounts.get(&normal) {
                     out.push(Finding::error(
                         at("mountPath"),
@@ -946,6 +1110,44 @@ fn check_volumes(spec: &Value, out: &mut Vec<Finding>) {
                 }
             }
         }
+    }
+}
+
+/// An absolute path with `.`, `..`, repeated and trailing `/` resolved lexically (`/x/..` is `/`, `..`
+/// above the root stays at the root), as the kernel and Docker see it (symbolic links aside).
+fn normalize_path(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// Host paths whose bind mount hands the host to the container, with what it exposes.
+fn host_path_risk(normal: &str) -> Option<&'static str> {
+    const SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/docker.sock"];
+    let under = |root: &str| normal == root || normal.starts_with(&format!("{root}/"));
+    if normal == "/" {
+        Some("it is the whole host file system (/etc/shadow, /root, the Docker socket)")
+    } else if SOCKETS
+        .iter()
+        .any(|s| *s == normal || s.starts_with(&format!("{normal}/")))
+    {
+        Some(
+            "the Docker socket is the Docker API, so any process in the container can start a privileged container (readOnly does not limit the API)",
+        )
+    } else if under("/proc") || under("/sys") {
+        Some(
+            "/proc and /sys are the host kernel's controls (sysctl, cgroups, devices, other processes' memory)",
+        )
+    } else {
+        None
     }
 }
 
@@ -977,14 +1179,23 @@ fn check_users(spec: &Value, out: &mut Vec<Finding>) {
                 Some("keep one of them (or neither, for an account without a password)".to_owned()),
             ));
         }
-        if let Some(hash) = str_at(user, "passwordHash")
-            && let Err(why) = super::password::check_hash_syntax(hash)
-        {
-            out.push(Finding::error(
-                at("passwordHash"),
-                format!("not a usable password hash: {why}"),
-                Some("run `dockop hash-password` and paste its output here".to_owned()),
-            ));
+        if let Some(hash) = str_at(user, "passwordHash") {
+            match super::password::check_hash_syntax(hash) {
+                Err(why) => out.push(Finding::error(
+                    at("passwordHash"),
+                    format!("not a usable password hash: {why}"),
+                    Some("run `dockop hash-password` and paste its output here".to_owned()),
+                )),
+                Ok(()) => {
+                    if let Some(why) = super::password::hash_cost_warning(hash) {
+                        out.push(Finding::warning(
+                            at("passwordHash"),
+                            format!("{why}; anyone can make the container burn it by sending wrong passwords"),
+                            Some("use `dockop hash-password` (yescrypt j9T), or rounds of at most 5000000".to_owned()),
+                        ));
+                    }
+                }
+            }
         }
         if let Some(file) = str_at(user, "passwordFile")
             && !is_absolute(file)
@@ -1003,6 +1214,8 @@ fn check_users(spec: &Value, out: &mut Vec<Finding>) {
 struct Binding {
     ip: Option<IpAddr>,
     ip_text: String,
+    /// `ip` as canonical text (`::1` for `0:0::1`), else `ip_text`: equal keys, same address.
+    ip_canonical: String,
     port: u64,
     protocol: String,
     index: usize,
@@ -1024,8 +1237,10 @@ fn bindings(spec: &Value) -> Vec<Binding> {
                 None | Some(Value::Null) => "tcp".to_owned(),
                 Some(v) => v.as_str()?.to_owned(),
             };
+            let ip: Option<IpAddr> = ip_text.parse().ok();
             Some(Binding {
-                ip: ip_text.parse().ok(),
+                ip,
+                ip_canonical: ip.map_or_else(|| ip_text.clone(), |ip| ip.to_string()),
                 ip_text,
                 port,
                 protocol,
@@ -1035,6 +1250,8 @@ fn bindings(spec: &Value) -> Vec<Binding> {
         .collect()
 }
 
+/// Whether two bindings take the same host port (the definition [`PortIndex`] implements in linear time).
+#[cfg(test)]
 fn clashes(a: &Binding, b: &Binding) -> bool {
     a.port == b.port
         && a.protocol == b.protocol
@@ -1044,9 +1261,59 @@ fn clashes(a: &Binding, b: &Binding) -> bool {
         }
 }
 
+/// Published ports in the order they were added, indexed so that the first earlier binding a new one
+/// [`clashes`] with is found in constant time: a hostile file of 20,000 ports on distinct addresses must
+/// not cost 200 million comparisons.
+#[derive(Default)]
+struct PortIndex {
+    /// (document, binding), in insertion order.
+    entries: Vec<(usize, Binding)>,
+    groups: HashMap<(u64, String), PortGroup>,
+}
+
+/// The entries of one port and protocol: the first on any address (unparsed ones clash only with the same
+/// text), the first on an unspecified address, the first per address (canonical text).
+#[derive(Default)]
+struct PortGroup {
+    any: Option<usize>,
+    unspecified: Option<usize>,
+    by_ip: HashMap<String, usize>,
+}
+
+impl PortIndex {
+    /// The earliest entry `b` clashes with.
+    fn first_clash(&self, b: &Binding) -> Option<&(usize, Binding)> {
+        let g = self.groups.get(&(b.port, b.protocol.clone()))?;
+        let same = g.by_ip.get(&b.ip_canonical).copied();
+        let i = match b.ip {
+            Some(ip) if ip.is_unspecified() => g.any,
+            Some(_) => match (same, g.unspecified) {
+                (Some(a), Some(u)) => Some(a.min(u)),
+                (a, u) => a.or(u),
+            },
+            None => same,
+        };
+        self.entries.get(i?)
+    }
+
+    fn insert(&mut self, doc: usize, b: Binding) {
+        let i = self.entries.len();
+        let g = self.groups.entry((b.port, b.protocol.clone())).or_default();
+        if b.ip.is_some() {
+            g.any.get_or_insert(i);
+        }
+        if b.ip.is_some_and(|ip| ip.is_unspecified()) {
+            g.unspecified.get_or_insert(i);
+        }
+        g.by_ip.entry(b.ip_canonical.clone()).or_insert(i);
+        self.entries.push((doc, b));
+    }
+}
+
 fn check_ports(spec: &Value, out: &mut Vec<Finding>) {
     let list = bindings(spec);
-    for (n, b) in list.iter().enumerate() {
+    let mut index = PortIndex::default();
+    for b in &list {
         let at = |f: &str| spec_path(&[k("ports"), Seg::Index(b.index), k(f)]);
         if b.ip.is_none() {
             out.push(Finding::error(
@@ -1055,7 +1322,7 @@ fn check_ports(spec: &Value, out: &mut Vec<Finding>) {
                 Some("use an IPv4 or IPv6 address, e.g. 127.0.0.1 (this host only) or 0.0.0.0 (every interface)".to_owned()),
             ));
         }
-        if let Some(first) = list.iter().take(n).find(|a| clashes(a, b)) {
+        if let Some((_, first)) = index.first_clash(b) {
             out.push(Finding::error(
                 at("hostPort"),
                 format!(
@@ -1065,6 +1332,7 @@ fn check_ports(spec: &Value, out: &mut Vec<Finding>) {
                 Some("use another hostPort".to_owned()),
             ));
         }
+        index.insert(0, b.clone());
     }
     let has_users = spec
         .get("users")
@@ -1701,7 +1969,7 @@ fn check_hostname(spec: &Value, out: &mut Vec<Finding>) {
 
 fn check_across(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
     let mut names: BTreeMap<&str, usize> = BTreeMap::new();
-    let mut published: Vec<(usize, Binding)> = Vec::new();
+    let mut published = PortIndex::default();
     for (d, doc) in docs.iter().enumerate() {
         let Some(findings) = per_doc.get_mut(d) else {
             continue;
@@ -1729,7 +1997,7 @@ fn check_across(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
         };
         let mine = bindings(spec);
         for b in &mine {
-            if let Some((other, first)) = published.iter().find(|(o, a)| *o != d && clashes(a, b))
+            if let Some((other, first)) = published.first_clash(b)
                 && let Some(other_doc) = docs.get(*other)
             {
                 let (line, _) = other_doc
@@ -1751,7 +2019,9 @@ fn check_across(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
                 ));
             }
         }
-        published.extend(mine.into_iter().map(|b| (d, b)));
+        for b in mine {
+            published.insert(d, b);
+        }
     }
     check_dependencies(docs, per_doc);
 }
@@ -1858,6 +2128,63 @@ fn check_dependencies(docs: &[Document], per_doc: &mut [Vec<Finding>]) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+
+    #[test]
+    fn port_index_finds_the_same_first_clash_as_comparing_every_pair() {
+        let ips = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "10.0.0.1",
+            "::",
+            "::1",
+            "0:0::1",
+            "bogus",
+        ];
+        let mut list = Vec::new();
+        for i in 0..400 {
+            let ip_text = ips[fastrand::usize(..ips.len())].to_owned();
+            let ip: Option<IpAddr> = ip_text.parse().ok();
+            list.push(Binding {
+                ip,
+                ip_canonical: ip.map_or_else(|| ip_text.clone(), |ip| ip.to_string()),
+                ip_text,
+                port: fastrand::u64(80..84),
+                protocol: if fastrand::bool() { "tcp" } else { "udp" }.to_owned(),
+                index: i,
+            });
+        }
+        let mut index = PortIndex::default();
+        for (n, b) in list.iter().enumerate() {
+            let brute = list.iter().take(n).find(|a| clashes(a, b)).map(|a| a.index);
+            assert_eq!(index.first_clash(b).map(|(_, a)| a.index), brute, "{b:?}");
+            index.insert(0, b.clone());
+        }
+    }
+
+    #[test]
+    fn many_ports_on_distinct_addresses_validate_fast() {
+        let mut text = String::from(
+            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata: {name: web}\nspec:\n  image: web\n  users: [{name: u}]\n  ports:\n",
+        );
+        for i in 0..20_000u32 {
+            text.push_str(&format!(
+                "    - {{containerPort: 80, hostIP: 10.{}.{}.{}}}\n",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            ));
+        }
+        let started = std::time::Instant::now();
+        let loaded = super::super::load::load_str(std::path::Path::new("p.yaml"), &text);
+        assert!(loaded.is_valid(), "{:?}", loaded.diagnostics.first());
+        // Comparing every pair (200 million) took far longer.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use dockop_e2e::*;
 
@@ -148,4 +149,59 @@ fn secret_values_are_keyed_in_the_spec_hash() {
     assert_ne!(rotated, first, "a rotated secret recreates the container");
     env.dockop().run(["apply", "-f", spec]).assert_success();
     assert_eq!(id_hash(), rotated, "once");
+}
+
+/// A file of thousands of mistakes dropped into the directory `dockop run` watches costs a handful of
+/// warning lines per change (the first few whole, then a count), not one per mistake, and `/livez`
+/// answers throughout.
+#[test]
+fn a_hostile_file_costs_a_few_log_lines_per_change() {
+    let env = TestEnv::new("hostile-log");
+    let dir = env.dir().join("desired");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let listen_port = env.free_port();
+    let listen = format!("127.0.0.1:{listen_port}");
+    let d = env.dockop().spawn(
+        [
+            "run",
+            "--listen",
+            listen.as_str(),
+            "-f",
+            dir.to_str().expect("utf8"),
+        ],
+        env.dir(),
+    );
+    let url = format!("http://{listen}/livez");
+    let livez = || matches!(http_get(&url, Duration::from_secs(2)), Ok((200, _)));
+    assert!(wait_until(Duration::from_secs(20), livez), "{}", d.stderr());
+    let keys: String = (0..5_000).map(|i| format!("  unknown{i}: 1\n")).collect();
+    let hostile = format!(
+        "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {}\nspec:\n  image: web\n{keys}",
+        env.name("bad")
+    );
+    std::fs::write(dir.join("bad.yaml"), hostile).expect("write");
+    let counted = || d.stderr().contains("more problem(s)");
+    assert!(
+        wait_until(Duration::from_secs(30), counted),
+        "no summary line:\n{}",
+        d.stderr()
+    );
+    // One more change of the same file: again a handful of lines.
+    std::fs::write(
+        dir.join("bad.yaml"),
+        format!(
+            "apiVersion: dockop.dev/v1alpha1\nkind: Container\nmetadata:\n  name: {}\nspec:\n  image: web\n{keys}  other: 2\n",
+            env.name("bad")
+        ),
+    )
+    .expect("write");
+    let two = || d.stderr().matches("more problem(s)").count() >= 2;
+    assert!(wait_until(Duration::from_secs(30), two), "{}", d.stderr());
+    let log = d.stderr();
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        warnings <= 20,
+        "{warnings} warning lines for two changes of one bad file:\n{log}"
+    );
+    assert!(livez());
 }

@@ -13,7 +13,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{DesiredState, count_invalid, files_label, summarize};
+use super::{DesiredState, count_invalid, files_label, log_diagnostics, summarize};
 use crate::spec::load::{Loaded, SourcedObject, load_paths};
 use crate::telemetry::Metrics;
 
@@ -54,9 +54,7 @@ impl FileSource {
             return None;
         }
         let loaded = load_paths(&self.paths);
-        for d in &loaded.diagnostics {
-            tracing::warn!(source = %self.label, "{d}");
-        }
+        log_diagnostics(&self.label, &hash, &loaded.diagnostics);
         let state = self.merge(&loaded, &hash);
         if !state.complete {
             count_invalid(&self.metrics, &self.label);

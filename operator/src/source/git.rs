@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
-use super::{DesiredState, count_invalid, summarize};
+use super::{DesiredState, count_invalid, log_diagnostics, summarize};
 use crate::spec::load::{Diagnostic, Loaded, MAX_FILE_BYTES, load_paths, too_large};
 use crate::telemetry::Metrics;
 
@@ -271,9 +271,7 @@ impl GitSource {
         }
         let loaded = self.read(&commit).await?;
         self.seen = Some(commit.clone());
-        for d in &loaded.diagnostics {
-            tracing::warn!(source = %self.label, revision = %short(&commit), "{d}");
-        }
+        log_diagnostics(&self.label, short(&commit), &loaded.diagnostics);
         if loaded.is_valid() {
             tracing::info!(source = %self.label, revision = %commit, objects = loaded.objects.len(), "new revision");
             let state = DesiredState {

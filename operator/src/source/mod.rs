@@ -63,6 +63,28 @@ pub fn summarize<'a>(errors: impl IntoIterator<Item = &'a Diagnostic>) -> String
     out
 }
 
+/// Logs the diagnostics of one read of `source` (a change, never a resync): the first
+/// [`MAX_QUOTED_ERRORS`] whole (with their fixes) as warnings, then one warning with the count of the
+/// others, which go to debug. A hostile file of 100,000 mistakes costs a handful of lines per change.
+pub fn log_diagnostics(source: &str, revision: &str, diagnostics: &[Diagnostic]) {
+    for d in diagnostics.iter().take(MAX_QUOTED_ERRORS) {
+        tracing::warn!(source, revision, "{d}");
+    }
+    let rest = diagnostics.get(MAX_QUOTED_ERRORS..).unwrap_or_default();
+    if rest.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        source,
+        revision,
+        "and {} more problem(s) (`dockop validate` lists them all; -vv logs them)",
+        rest.len()
+    );
+    for d in rest {
+        tracing::debug!(source, revision, "{d}");
+    }
+}
+
 /// Counts one refused input in `dockop_spec_invalid_total{source}`.
 pub fn count_invalid(metrics: &Metrics, source: &str) {
     metrics

@@ -281,13 +281,13 @@ fn describe_outcome(r: &Report) -> String {
         None => String::new(),
         Some(Outcome::Converged) => "unchanged".into(),
         Some(Outcome::Changed { action }) => {
-            let done = match action.as_str() {
-                "create" => "created",
-                "start" => "started",
-                "update" => "updated",
-                "resume" => "finished an interrupted update",
-                "restore" => "restored the previous container",
-                other => other,
+            let done = match action {
+                ChangeAction::Create => "created",
+                ChangeAction::Start => "started",
+                ChangeAction::Update => "updated",
+                ChangeAction::Resume => "finished an interrupted update",
+                ChangeAction::Restore => "restored the previous container",
+                ChangeAction::Switch | ChangeAction::None => action.as_str(),
             };
             format!("{done} in {:.1} s", r.seconds)
         }

@@ -39,7 +39,7 @@ pub enum Outcome {
     /// A change was made and passed the health gate.
     Changed {
         /// What was done.
-        action: String,
+        action: ChangeAction,
     },
     /// The change failed and the previous container serves again.
     RolledBack {
@@ -432,7 +432,7 @@ impl<'a> Executor<'a> {
         let elapsed = started.elapsed().as_secs_f64();
         let outcome = match result {
             Ok(()) if plan.changes() => {
-                let action = action_word(&plan.action);
+                let action = change_action(&plan.action);
                 if matches!(plan.action, Action::Update | Action::Resume) {
                     Metrics::inc(&m.updates_total, self.name(), "result", "succeeded");
                 }
@@ -443,9 +443,7 @@ impl<'a> Executor<'a> {
                     plan.notes.join("; "),
                     elapsed,
                 );
-                Outcome::Changed {
-                    action: action.as_str().to_owned(),
-                }
+                Outcome::Changed { action }
             }
             Ok(()) => Outcome::Converged,
             Err(e) if e.phase() == Phase::Preflight => {
@@ -546,7 +544,7 @@ impl<'a> Executor<'a> {
                 }
                 self.record(
                     plan,
-                    action_word(&plan.action),
+                    change_action(&plan.action),
                     ChangeResult::Failed,
                     format!("{}: {reason}", phase.as_str()),
                     elapsed,
@@ -937,7 +935,7 @@ impl<'a> Executor<'a> {
     }
 }
 
-fn action_word(a: &Action) -> ChangeAction {
+fn change_action(a: &Action) -> ChangeAction {
     match a {
         Action::Create => ChangeAction::Create,
         Action::Start => ChangeAction::Start,
@@ -1043,7 +1041,7 @@ mod tests {
         assert_eq!(
             out,
             Outcome::Changed {
-                action: "create".into()
+                action: ChangeAction::Create
             }
         );
         assert_eq!(
@@ -1082,7 +1080,7 @@ mod tests {
         assert_eq!(
             out,
             Outcome::Changed {
-                action: "update".into()
+                action: ChangeAction::Update
             }
         );
         let calls = engine.take_calls();
@@ -1211,7 +1209,7 @@ mod tests {
         assert_eq!(
             reconcile_once(&engine, &obj, &mut status, &health).await,
             Outcome::Changed {
-                action: "update".into()
+                action: ChangeAction::Update
             }
         );
     }
@@ -1305,7 +1303,7 @@ mod tests {
         assert_eq!(
             out,
             Outcome::Changed {
-                action: "resume".into()
+                action: ChangeAction::Resume
             }
         );
         assert_eq!(

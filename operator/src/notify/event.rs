@@ -396,6 +396,7 @@ mod tests {
     use super::*;
     use crate::execute::Phase;
     use crate::plan::Plan;
+    use crate::status::ChangeAction;
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
@@ -440,7 +441,7 @@ mod tests {
     fn derivation_table() {
         use EventKind as K;
         use Verdict::{Degraded as Bad, Fine};
-        let changed = |a: &str| Outcome::Changed { action: a.into() };
+        let changed = |action| Outcome::Changed { action };
         let rolled = Outcome::RolledBack {
             phase: Phase::Health,
             reason: "HTTP 500".into(),
@@ -461,21 +462,21 @@ mod tests {
             (
                 "update",
                 Some(Fine),
-                report(Action::Update, D1, D2, changed("update")),
+                report(Action::Update, D1, D2, changed(ChangeAction::Update)),
                 vec![K::Updated],
                 Some(Fine),
             ),
             (
                 "update after degraded: updated only",
                 Some(Bad),
-                report(Action::Update, D1, D2, changed("update")),
+                report(Action::Update, D1, D2, changed(ChangeAction::Update)),
                 vec![K::Updated],
                 Some(Fine),
             ),
             (
                 "create is not an update",
                 None,
-                report(Action::Create, "", D1, changed("create")),
+                report(Action::Create, "", D1, changed(ChangeAction::Create)),
                 vec![],
                 Some(Fine),
             ),
@@ -496,7 +497,7 @@ mod tests {
             (
                 "restart heals",
                 Some(Bad),
-                report(Action::Start, D1, D1, changed("start")),
+                report(Action::Start, D1, D1, changed(ChangeAction::Start)),
                 vec![K::Recovered],
                 Some(Fine),
             ),
@@ -636,7 +637,7 @@ mod tests {
             D1,
             D1,
             Outcome::Changed {
-                action: "start".into(),
+                action: ChangeAction::Start,
             },
         );
         let mut sent = Vec::new();

@@ -47,16 +47,10 @@ fn status_changes_nothing_in_the_state_dir() {
     assert!(!state.join("dockop.lock").exists(), "no lock taken");
 }
 
-/// At `-vvv` the engine client and the HTTP libraries stay at `info`: their debug lines print create
-/// requests, whose environment holds the values of `valueFrom` files.
-#[test]
-fn secrets_stay_out_of_the_logs_at_vvv() {
-    let env = TestEnv::new("secret-logs");
-    let secret = format!("s3cr3t-{:016x}", fastrand::u64(..));
-    let file = env.write("secrets/app-token", &secret);
-    let name = env.name("web");
+/// Writes `spec/web.yaml`: web object `name` whose env `APP_TOKEN` comes from the secret `file`.
+fn web_with_secret_env(env: &TestEnv, name: &str, file: &std::path::Path) -> std::path::PathBuf {
     let spec = env
-        .web_spec(&name, images::WEB_V1, env.free_port())
+        .web_spec(name, images::WEB_V1, env.free_port())
         .replacen(
             "spec:\n",
             &format!(
@@ -65,7 +59,18 @@ fn secrets_stay_out_of_the_logs_at_vvv() {
             ),
             1,
         );
-    let spec = env.write("spec/web.yaml", &spec);
+    env.write("spec/web.yaml", &spec)
+}
+
+/// At `-vvv` the engine client and the HTTP libraries stay at `info`: their debug lines print create
+/// requests, whose environment holds the values of `valueFrom` files.
+#[test]
+fn secrets_stay_out_of_the_logs_at_vvv() {
+    let env = TestEnv::new("secret-logs");
+    let secret = format!("s3cr3t-{:016x}", fastrand::u64(..));
+    let file = env.write("secrets/app-token", &secret);
+    let name = env.name("web");
+    let spec = web_with_secret_env(&env, &name, &file);
 
     // RUST_LOG blank: the level comes from -vvv alone, whatever the caller's environment says.
     let out = env.dockop().env("RUST_LOG", "").run([
@@ -103,17 +108,7 @@ fn secret_values_are_keyed_in_the_spec_hash() {
     let env = TestEnv::new("secret-hash");
     let file = env.write("secrets/app-token", "tok-1");
     let name = env.name("web");
-    let spec = env
-        .web_spec(&name, images::WEB_V1, env.free_port())
-        .replacen(
-            "spec:\n",
-            &format!(
-                "spec:\n  env:\n    - {{name: APP_TOKEN, valueFrom: {{file: {}}}}}\n",
-                file.display()
-            ),
-            1,
-        );
-    let spec = env.write("spec/web.yaml", &spec);
+    let spec = web_with_secret_env(&env, &name, &file);
     let spec = spec.to_str().expect("utf-8 path");
     let key = env.state_dir().join("spec-hash.key");
 

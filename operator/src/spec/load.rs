@@ -415,6 +415,8 @@ fn parse_options() -> serde_saphyr::Options {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_reader_input_bytes = Some(MAX_FILE_BYTES as usize);
     budget.max_documents = 10_000;
+    // The tree reader recurses once per level (more frames per level since it reads tags): 32 levels keep
+    // a debug build well inside a 2 MiB thread stack (500 levels overflowed it at about 50).
     budget.max_depth = 32;
     budget.max_nodes = 200_000;
     budget.max_aliases = 1_000;
@@ -630,43 +632,8 @@ fn location_to_position(loc: &serde_saphyr::Location) -> (usize, usize) {
     )
 }
 
-/// Nesting the tree reader follows at most (the parser's budget says the same; this bounds the reader's
-/// own recursion, and so its stack, whatever the parser lets through).
-const MAX_NESTING: usize = 32;
-
-thread_local! {
-    /// How deep the tree reader is on this thread.
-    static NESTING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// One level of nesting, left when dropped.
-struct Nested;
-
-impl Nested {
-    fn enter<E: de::Error>() -> Result<Nested, E> {
-        let depth = NESTING.with(|n| {
-            n.set(n.get() + 1);
-            n.get()
-        });
-        let guard = Nested;
-        if depth > MAX_NESTING {
-            return Err(E::custom(format!(
-                "nested deeper than {MAX_NESTING} levels; a Container needs a handful"
-            )));
-        }
-        Ok(guard)
-    }
-}
-
-impl Drop for Nested {
-    fn drop(&mut self) {
-        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
-    }
-}
-
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let _level = Nested::enter()?;
         let spanned = Spanned::<Tagged<NodeValue>>::deserialize(deserializer)?;
         let (line, column) = location_to_position(&spanned.referenced);
         let Tagged(value, tag) = spanned.value;
